@@ -1,0 +1,191 @@
+"""Every configuration key of the repository, with its default and meaning.
+
+The defaults are the paper's default model: ResNet50 + ViT-B/16* (overlapping patches, stride 12),
+fused dimension D=768, L=2 Heterogenous Transmission Modules, 256x128 inputs, trained as in Sec. IV-B.
+Values are names, never integer codes. YAML files override these keys (see ``configs/config.py``).
+"""
+from yacs.config import CfgNode as CN
+
+_C = CN()
+
+# ----------------------------------------------------------------------------- model
+_C.MODEL = CN()
+# 'auto' (CUDA when available, else CPU) | 'cuda' | 'cpu'
+_C.MODEL.DEVICE = "auto"
+# Where backbone weights come from: 'imagenet' (each backbone from its PRETRAIN_PATH),
+# 'self' (a whole FusionReID checkpoint from MODEL.PRETRAIN_PATH) | 'none' (random init).
+_C.MODEL.PRETRAIN_CHOICE = "imagenet"
+# Whole-model checkpoint read when PRETRAIN_CHOICE is 'self'.
+_C.MODEL.PRETRAIN_PATH = ""
+# Pooling in the Dual-attention Mutual Fusion (global tokens of the LRU outputs): 'gem' | 'avg' (Table V).
+_C.MODEL.POOLING = "gem"
+# Initial p of every Generalized-Mean pooling (learnable).
+_C.MODEL.GEM_P = 3.0
+# Weights of the two loss terms of Eq. 12, applied to every supervised feature.
+_C.MODEL.ID_LOSS_WEIGHT = 1.0
+_C.MODEL.TRIPLET_LOSS_WEIGHT = 1.0
+# Label-smoothing epsilon of the ID loss (0 = plain cross-entropy).
+_C.MODEL.LABEL_SMOOTH = 0.1
+# Convert BatchNorm layers to SyncBatchNorm under DDP.
+_C.MODEL.SYNC_BN = False
+
+# CNN branch of the Dual-branch Feature Extraction
+_C.MODEL.CNN = CN()
+# 'resnet50' | 'resnet101' | 'resnet152' | 'resnet18' | 'resnet34'; '' disables the CNN branch.
+_C.MODEL.CNN.NAME = "resnet50"
+# Stride of the last ResNet stage (1 keeps a 16x8 map for 256x128 inputs).
+_C.MODEL.CNN.LAST_STRIDE = 1
+# Local torchvision-format ResNet state dict (e.g. pretrained/resnet50-0676ba61.pth).
+_C.MODEL.CNN.PRETRAIN_PATH = ""
+# Pooling of the CNN feature map into the backbone feature f^_c: 'gem' (paper) | 'avg' | 'max'.
+_C.MODEL.CNN.POOLING = "gem"
+
+# Transformer branch of the Dual-branch Feature Extraction
+_C.MODEL.TRANSFORMER = CN()
+# 'vit_base_patch16_224' | 'deit_base_patch16_224' | 't2t_vit_t_14' | 'vit_small_patch16_224' |
+# 'vit_tiny_patch16_224'; '' disables the Transformer branch.
+_C.MODEL.TRANSFORMER.NAME = "vit_base_patch16_224"
+# Stride of the 16x16 patch embedding: [12, 12] overlapping (ViT-B/16*), [16, 16] no overlap.
+# Ignored by T2T-ViT, whose tokens come from its soft splits.
+_C.MODEL.TRANSFORMER.STRIDE_SIZE = [12, 12]
+# Local timm-format checkpoint (.pth/.npz/.safetensors) or the official T2T-ViT checkpoint.
+_C.MODEL.TRANSFORMER.PRETRAIN_PATH = ""
+# Stochastic depth rate of the transformer blocks.
+_C.MODEL.TRANSFORMER.DROP_PATH = 0.1
+# Dropout after the position embedding and in the MLPs.
+_C.MODEL.TRANSFORMER.DROP_RATE = 0.0
+# Dropout of the attention weights.
+_C.MODEL.TRANSFORMER.ATTN_DROP_RATE = 0.0
+# Learnable camera embedding (TransReID's SIE) added to every token.
+_C.MODEL.TRANSFORMER.SIE_CAMERA = True
+# Coefficient of the camera embedding.
+_C.MODEL.TRANSFORMER.SIE_COE = 3.0
+
+# Dual-attention Mutual Fusion
+_C.MODEL.FUSION = CN()
+# Fused dimension D (Fig. 6).
+_C.MODEL.FUSION.DIM = 768
+# Local Refinement Units (Eqs. 1-2) on both branches.
+_C.MODEL.FUSION.LRU = True
+# Number of stacked Heterogenous Transmission Modules L (Fig. 5); 0 = no HTM.
+_C.MODEL.FUSION.HTM_LAYERS = 2
+# Structure of one HTM (Table III): 'seu_mfu' | 'seu' | 'mfu_seu' | 'mfu'.
+_C.MODEL.FUSION.HTM_ORDER = "seu_mfu"
+# One Shared Encoding Unit for both branches (Table IV).
+_C.MODEL.FUSION.SHARE_SEU = True
+# One Mutual Fusion Unit for both directions (Table IV).
+_C.MODEL.FUSION.SHARE_MFU = False
+# Attention heads of the SEU and MFU.
+_C.MODEL.FUSION.NUM_HEADS = 12
+# Hidden width of the SEU/MFU feed-forward networks, as a multiple of D.
+_C.MODEL.FUSION.MLP_RATIO = 4.0
+
+# ----------------------------------------------------------------------------- input
+_C.INPUT = CN()
+# [height, width] of training and test images.
+_C.INPUT.SIZE_TRAIN = [256, 128]
+_C.INPUT.SIZE_TEST = [256, 128]
+# Probability of a random horizontal flip.
+_C.INPUT.PROB = 0.5
+# Probability of random erasing.
+_C.INPUT.RE_PROB = 0.5
+# Zero padding (pixels) before the random crop.
+_C.INPUT.PADDING = 10
+# Normalisation (official config: 0.5 / 0.5).
+_C.INPUT.PIXEL_MEAN = [0.5, 0.5, 0.5]
+_C.INPUT.PIXEL_STD = [0.5, 0.5, 0.5]
+
+# ----------------------------------------------------------------------------- datasets
+_C.DATASETS = CN()
+# 'market1501' | 'dukemtmcreid' | 'msmt17' | 'synthetic'
+_C.DATASETS.NAMES = "synthetic"
+# Folder holding the dataset folders (Market-1501-v15.09.15, DukeMTMC-reID, MSMT17_V1/_V2, ...).
+_C.DATASETS.ROOT_DIR = "./data"
+# The generated dataset (written in Market-1501 format under ROOT_DIR on first use).
+_C.DATASETS.SYNTHETIC = CN()
+# Identities in the training split and in the query/gallery split.
+_C.DATASETS.SYNTHETIC.NUM_TRAIN_IDS = 64
+_C.DATASETS.SYNTHETIC.NUM_TEST_IDS = 64
+# Cameras.
+_C.DATASETS.SYNTHETIC.NUM_CAMS = 4
+# Images of each identity seen by each camera.
+_C.DATASETS.SYNTHETIC.IMAGES_PER_CAM = 3
+# [height, width] of the written images.
+_C.DATASETS.SYNTHETIC.IMAGE_SIZE = [128, 64]
+# Seed of the generator (same seed and sizes = same images).
+_C.DATASETS.SYNTHETIC.SEED = 0
+
+# ----------------------------------------------------------------------------- data loader
+_C.DATALOADER = CN()
+# Worker processes per loader.
+_C.DATALOADER.NUM_WORKERS = 4
+# 'identity' (P x K batches, RandomIdentitySampler) | 'random' (plain shuffling).
+_C.DATALOADER.SAMPLER = "identity"
+# K: images per identity in a batch (P = SOLVER.IMS_PER_BATCH / K).
+_C.DATALOADER.NUM_INSTANCE = 16
+# Skip unreadable images with a warning instead of stopping.
+_C.DATALOADER.SKIP_CORRUPT = False
+
+# ----------------------------------------------------------------------------- solver
+_C.SOLVER = CN()
+# 'SGD' | 'AdamW'
+_C.SOLVER.OPTIMIZER_NAME = "SGD"
+_C.SOLVER.MAX_EPOCHS = 180
+# Peak learning rate, reached after the warm-up.
+_C.SOLVER.BASE_LR = 5e-3
+# Learning-rate multiplier of bias parameters.
+_C.SOLVER.BIAS_LR_FACTOR = 2.0
+_C.SOLVER.MOMENTUM = 0.9
+# Weight decay (not applied to norms, biases, position/camera/class tokens, GeM p).
+_C.SOLVER.WEIGHT_DECAY = 1e-4
+# Linear warm-up length (epochs) and its starting learning rate.
+_C.SOLVER.WARMUP_EPOCHS = 10
+_C.SOLVER.WARMUP_LR_INIT = 5e-4
+# Learning rate at the end of the cosine decay.
+_C.SOLVER.MIN_LR = 1.6e-5
+# Global batch size (all processes together): P x K.
+_C.SOLVER.IMS_PER_BATCH = 128
+# Triplet margin: 0 = soft margin log(1 + exp(d_ap - d_an)) (Eq. 11); > 0 = hinge with this margin.
+_C.SOLVER.MARGIN = 0.0
+# Mixed precision: 'auto' (fp16 on CUDA, off on CPU) | 'fp16' | 'bf16' | 'off'.
+_C.SOLVER.AMP = "auto"
+# Clip the gradient norm at this value (0 = no clipping).
+_C.SOLVER.GRAD_CLIP = 0.0
+# Epochs between checkpoints / evaluations; iterations between log lines.
+_C.SOLVER.CHECKPOINT_PERIOD = 30
+_C.SOLVER.EVAL_PERIOD = 30
+_C.SOLVER.LOG_PERIOD = 50
+# Seed of every random number generator.
+_C.SOLVER.SEED = 1111
+
+# ----------------------------------------------------------------------------- test
+_C.TEST = CN()
+# Images per evaluation batch.
+_C.TEST.IMS_PER_BATCH = 256
+# Trained model evaluated by test_net.py.
+_C.TEST.WEIGHT = ""
+# Feature used for retrieval: 'all' (f_a, the concatenation) | 'cnn' | 'transformer' | 'lru_cnn' |
+# 'lru_transformer' | 'htm_cnn' | 'htm_transformer'.
+_C.TEST.FEAT = "all"
+# 'before' | 'after' the BNNeck.
+_C.TEST.NECK_FEAT = "before"
+# L2-normalise features before ranking.
+_C.TEST.FEAT_NORM = True
+# Distance: 'euclidean' | 'cosine'.
+_C.TEST.METRIC = "euclidean"
+# k-reciprocal re-ranking and its parameters.
+_C.TEST.RE_RANKING = False
+_C.TEST.RE_RANKING_K1 = 20
+_C.TEST.RE_RANKING_K2 = 6
+_C.TEST.RE_RANKING_LAMBDA = 0.3
+# CMC is reported up to this rank.
+_C.TEST.MAX_RANK = 50
+
+# ----------------------------------------------------------------------------- output
+# Logs, TensorBoard events, checkpoints and results.
+_C.OUTPUT_DIR = "./output"
+
+
+def get_cfg_defaults():
+    """A fresh copy of the defaults."""
+    return _C.clone()
