@@ -1,0 +1,185 @@
+"""T2T-ViT-14 (``t2t_vit_t_14``: the Tokens-to-Token module with small transformer layers) for the
+Transformer branch (Table VI). timm has no T2T-ViT, so it is written here.
+
+Tokens-to-Token: soft split Unfold(7, stride 4, pad 2) -> token transformer (width 64) -> re-structurize
+-> Unfold(3, 2, 1) -> token transformer -> re-structurize -> Unfold(3, 2, 1) -> Linear(576 -> 384);
+then 14 timm blocks of width 384 (6 heads, MLP ratio 3, no qkv bias) on a fixed sinusoidal position
+embedding. The reference code assumes square inputs; here the (H, W) grid is tracked, so 256x128 gives
+a 16x8 grid. Parameter names follow the official checkpoints, which load directly.
+"""
+import logging
+
+import numpy as np
+import torch
+import torch.nn as nn
+from timm.layers import Mlp, trunc_normal_
+from timm.models.vision_transformer import Block
+
+from .weights import load_checked, read_state_dict, strip_prefix
+
+logger = logging.getLogger("fusionreid.model")
+
+
+def sinusoid_position_table(num_positions, dim):
+    """Fixed sine/cosine position embedding (1, num_positions, dim)."""
+    pos = np.arange(num_positions)[:, None]
+    table = pos / np.power(10000.0, 2 * (np.arange(dim) // 2) / dim)[None, :]
+    table[:, 0::2] = np.sin(table[:, 0::2])
+    table[:, 1::2] = np.cos(table[:, 1::2])
+    return torch.from_numpy(table).float().unsqueeze(0)
+
+
+def unfold_size(size, kernel, stride, padding):
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+class TokenAttention(nn.Module):
+    """Single-head attention that maps ``dim`` tokens to ``out_dim``; the residual goes through the values."""
+
+    def __init__(self, dim, out_dim, num_heads=1, attn_drop=0.0):
+        super().__init__()
+        self.num_heads, self.out_dim = num_heads, out_dim
+        self.scale = (dim // num_heads) ** -0.5  # as in T2T-ViT: scaled by the *input* width
+        self.qkv = nn.Linear(dim, out_dim * 3, bias=False)
+        self.proj = nn.Linear(out_dim, out_dim)
+        self.attn_drop = attn_drop
+
+    def forward(self, x):
+        B, N, _ = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.out_dim // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = nn.functional.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale)
+        out = self.proj(out.transpose(1, 2).reshape(B, N, self.out_dim))
+        return v.transpose(1, 2).reshape(B, N, self.out_dim) + out
+
+
+class TokenTransformer(nn.Module):
+    """Token transformer layer of the T2T module (changes the width from ``dim`` to ``out_dim``)."""
+
+    def __init__(self, dim, out_dim, mlp_ratio=1.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = TokenAttention(dim, out_dim)
+        self.norm2 = nn.LayerNorm(out_dim)
+        self.mlp = Mlp(out_dim, int(out_dim * mlp_ratio), out_dim)
+
+    def forward(self, x):
+        x = self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class TokensToToken(nn.Module):
+    """Progressive tokenisation: three soft splits with two token transformers in between."""
+
+    SPLITS = ((7, 4, 2), (3, 2, 1), (3, 2, 1))  # (kernel, stride, padding)
+
+    def __init__(self, img_size=(256, 128), in_chans=3, embed_dim=384, token_dim=64):
+        super().__init__()
+        (k0, s0, p0), (k1, s1, p1), (k2, s2, p2) = self.SPLITS
+        self.soft_split0 = nn.Unfold(kernel_size=k0, stride=s0, padding=p0)
+        self.soft_split1 = nn.Unfold(kernel_size=k1, stride=s1, padding=p1)
+        self.soft_split2 = nn.Unfold(kernel_size=k2, stride=s2, padding=p2)
+        self.attention1 = TokenTransformer(in_chans * k0 * k0, token_dim)
+        self.attention2 = TokenTransformer(token_dim * k1 * k1, token_dim)
+        self.project = nn.Linear(token_dim * k2 * k2, embed_dim)
+        sizes = [tuple(img_size)]
+        for k, s, p in self.SPLITS:
+            sizes.append(tuple(unfold_size(v, k, s, p) for v in sizes[-1]))
+        self.sizes = sizes[1:]  # grid after each soft split
+        self.grid_size = self.sizes[-1]
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+
+    def forward(self, x):
+        x = self.soft_split0(x).transpose(1, 2)
+        for attention, split, (h, w) in ((self.attention1, self.soft_split1, self.sizes[0]),
+                                         (self.attention2, self.soft_split2, self.sizes[1])):
+            x = attention(x)
+            x = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], h, w)  # re-structurize
+            x = split(x).transpose(1, 2)
+        return self.project(x)
+
+
+class _QueryScale(nn.Module):
+    """Multiplies queries by a constant: gives timm's fused attention the official T2T-ViT-t-14 scale."""
+
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, q):
+        return q * self.factor
+
+
+class T2TViT(nn.Module):
+    """T2T-ViT with the camera embedding of the ViT branch; returns all tokens after the final norm."""
+
+    def __init__(self, img_size=(256, 128), num_cams=0, sie_coe=3.0, embed_dim=384, depth=14, num_heads=6,
+                 mlp_ratio=3.0, drop_path_rate=0.1, drop_rate=0.0, attn_drop_rate=0.0):
+        super().__init__()
+        self.img_size = tuple(img_size)
+        self.embed_dim = self.num_features = embed_dim
+        self.tokens_to_token = TokensToToken(img_size, embed_dim=embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.register_buffer("pos_embed", sinusoid_position_table(self.tokens_to_token.num_patches + 1, embed_dim),
+                             persistent=False)
+        self.pos_drop = nn.Dropout(drop_rate)
+        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.Sequential(*[
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=False, proj_drop=drop_rate, attn_drop=attn_drop_rate,
+                  drop_path=dpr[i]) for i in range(depth)])
+        # The official t2t_vit_t_14 weights were trained with qk scale 384^-0.5 instead of head_dim^-0.5.
+        head_dim = embed_dim // num_heads
+        for blk in self.blocks:
+            blk.attn.q_norm = _QueryScale((embed_dim ** -0.5) / (head_dim ** -0.5))
+        self.norm = nn.LayerNorm(embed_dim)
+        self.sie_coe = sie_coe
+        self.sie_embed = nn.Parameter(torch.zeros(num_cams, 1, embed_dim)) if num_cams > 0 else None
+        trunc_normal_(self.cls_token, std=0.02)
+        if self.sie_embed is not None:
+            trunc_normal_(self.sie_embed, std=0.02)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    @property
+    def grid_size(self):
+        return self.tokens_to_token.grid_size
+
+    @torch.jit.ignore
+    def no_weight_decay(self):
+        return {"cls_token", "sie_embed"}
+
+    def forward(self, x, cam_ids=None):
+        if tuple(x.shape[-2:]) != self.img_size:
+            raise ValueError(f"T2T-ViT was built for {self.img_size[0]}x{self.img_size[1]} inputs (INPUT.SIZE_*), "
+                             f"got {x.shape[-2]}x{x.shape[-1]}")
+        x = self.tokens_to_token(x)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        if self.sie_embed is not None:
+            if cam_ids is None:
+                raise ValueError("the camera embedding (MODEL.TRANSFORMER.SIE_CAMERA) needs camera ids")
+            x = x + self.sie_coe * self.sie_embed[cam_ids]
+        return self.norm(self.blocks(self.pos_drop(x)))
+
+    def load_pretrained(self, path, key="MODEL.TRANSFORMER.PRETRAIN_PATH"):
+        """The official T2T-ViT checkpoint (``state_dict_ema``/``state_dict``/bare); head and fixed position
+        table are dropped (the table is recomputed for this input size)."""
+        state = strip_prefix(read_state_dict(path, key))
+        state = {k: v for k, v in state.items() if not k.startswith("head") and k != "pos_embed"}
+        load_checked(self, state, key, path, "a T2T-ViT-t-14 checkpoint", ignore_missing=("sie_embed",))
+        logger.info("loaded T2T-ViT-t-14 ImageNet weights from %s", path)
+
+
+def build_t2t_vit_t_14(img_size, num_cams=0, sie_coe=3.0, drop_path_rate=0.1, drop_rate=0.0, attn_drop_rate=0.0):
+    model = T2TViT(img_size, num_cams=num_cams, sie_coe=sie_coe, drop_path_rate=drop_path_rate,
+                   drop_rate=drop_rate, attn_drop_rate=attn_drop_rate)
+    model.name = "t2t_vit_t_14"
+    return model

@@ -1,0 +1,154 @@
+"""Transformer branch of the Dual-branch Feature Extraction: ViT-B/16 and DeiT-B/16 as used in TransReID.
+
+A subclass of timm's ``VisionTransformer`` with
+- an overlapping patch embedding (kernel 16, stride from ``MODEL.TRANSFORMER.STRIDE_SIZE``; ViT-B/16*
+  uses stride 12, so a 256x128 image gives a 21x10 grid), the grid derived from the input size;
+- a learnable camera embedding (TransReID's SIE) of shape ``[num_cams, 1, dim]`` scaled by
+  ``SIE_COE`` and added to every token after the position embedding;
+- no classification head.
+"""
+import logging
+import math
+from functools import partial
+
+import torch
+import torch.nn as nn
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+
+from .weights import WeightsError, check_path, load_checked, read_state_dict, strip_prefix
+
+logger = logging.getLogger("fusionreid.model")
+
+
+def patch_grid(img_size, patch_size, stride):
+    """Tokens along (height, width) of a ``patch_size`` convolution with ``stride`` and no padding."""
+    return tuple((s - p) // st + 1 for s, p, st in zip(img_size, patch_size, stride))
+
+
+class OverlapPatchEmbed(nn.Module):
+    """Image to patch tokens with a strided convolution (overlapping when stride < patch size)."""
+
+    def __init__(self, img_size=(256, 128), patch_size=16, stride=(12, 12), in_chans=3, embed_dim=768,
+                 bias=True, device=None, dtype=None, **_timm_args):
+        super().__init__()
+        self.img_size = tuple(img_size)
+        self.patch_size = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+        self.stride = tuple(stride)
+        self.grid_size = patch_grid(self.img_size, self.patch_size, self.stride)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.stride, bias=bias,
+                              device=device, dtype=dtype)
+
+    def forward(self, x):
+        if tuple(x.shape[-2:]) != self.img_size:
+            raise ValueError(f"the Transformer branch was built for {self.img_size[0]}x{self.img_size[1]} "
+                             f"inputs (INPUT.SIZE_*), got {x.shape[-2]}x{x.shape[-1]}")
+        return self.proj(x).flatten(2).transpose(1, 2)  # B, N, C
+
+
+class ReIDVisionTransformer(VisionTransformer):
+    """ViT/DeiT with overlapping patches and camera embeddings; returns all tokens after the final norm."""
+
+    def __init__(self, img_size=(256, 128), stride_size=(12, 12), num_cams=0, sie_coe=3.0,
+                 patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
+                 drop_path_rate=0.1, drop_rate=0.0, attn_drop_rate=0.0):
+        super().__init__(
+            img_size=tuple(img_size), patch_size=patch_size, num_classes=0, embed_dim=embed_dim, depth=depth,
+            num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, drop_path_rate=drop_path_rate,
+            pos_drop_rate=drop_rate, proj_drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6),
+            embed_layer=partial(OverlapPatchEmbed, stride=tuple(stride_size)),
+        )
+        self.sie_coe = sie_coe
+        if num_cams > 0:
+            self.sie_embed = nn.Parameter(torch.zeros(num_cams, 1, embed_dim))
+            trunc_normal_(self.sie_embed, std=0.02)
+        else:
+            self.sie_embed = None
+
+    @property
+    def grid_size(self):
+        return self.patch_embed.grid_size
+
+    @torch.jit.ignore
+    def no_weight_decay(self):
+        return {"pos_embed", "cls_token", "sie_embed"}
+
+    def forward(self, x, cam_ids=None):
+        x = self.patch_embed(x)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = x + self.pos_embed
+        if self.sie_embed is not None:
+            if cam_ids is None:
+                raise ValueError("the camera embedding (MODEL.TRANSFORMER.SIE_CAMERA) needs camera ids")
+            x = x + self.sie_coe * self.sie_embed[cam_ids]
+        x = self.pos_drop(x)
+        x = self.blocks(x)
+        return self.norm(x)  # B, 1 + N, C
+
+    # ----------------------------------------------------------------------------------- weights
+    def load_pretrained(self, path, key="MODEL.TRANSFORMER.PRETRAIN_PATH"):
+        """ImageNet weights in timm's format (``.pth``/``.safetensors``, DeiT's ``{'model': ...}``, the old
+        ``jx_vit_base_p16_224-80ecf9dd.pth``) or Google's ``.npz``; the position embedding is resized
+        bilinearly from the pretraining grid to this model's patch grid."""
+        if path.endswith(".npz"):
+            state = self._read_npz(path, key)
+        else:
+            state = strip_prefix(read_state_dict(path, key))
+        state = self.checkpoint_filter_fn(state, key, path)
+        # The camera embedding is this repository's own and starts from its initialisation.
+        load_checked(self, state, key, path, f"a {self.embed_dim}-d ViT checkpoint", ignore_missing=("sie_embed",))
+        logger.info("loaded Transformer ImageNet weights from %s (position embedding resized to %dx%d)",
+                    path, *self.grid_size)
+
+    def checkpoint_filter_fn(self, state, key="", path=""):
+        """Foreign ViT/DeiT weights -> this model: drop heads and DeiT's distillation token, resample pos_embed."""
+        state = dict(state)
+        if "dist_token" in state:  # distilled DeiT: the second prefix token has its own position
+            state.pop("dist_token")
+            pos = state.get("pos_embed")
+            if pos is not None:
+                state["pos_embed"] = torch.cat([pos[:, :1], pos[:, 2:]], dim=1)
+        state = {k: v for k, v in state.items() if not k.startswith(("head", "fc_norm", "pre_logits"))}
+        pos = state.get("pos_embed")
+        if pos is not None:
+            tokens = pos.shape[1] - 1
+            side = int(math.isqrt(tokens))
+            if side * side != tokens and tokens != self.patch_embed.num_patches:
+                raise WeightsError(f"{key}: {path}: pos_embed has {tokens} patch positions, not a square grid")
+        # timm resamples pos_embed from the pretraining grid (square) to ``patch_embed.grid_size``;
+        # TransReID's way is bilinear without antialiasing.
+        return checkpoint_filter_fn(state, self, interpolation="bilinear", antialias=False)
+
+    def _read_npz(self, path, key):
+        """Google's JAX checkpoint, read by timm into a plain ViT of the same width, as a state dict."""
+        check_path(path, key)
+        ref = VisionTransformer(img_size=224, patch_size=16, num_classes=0, embed_dim=self.embed_dim,
+                                depth=len(self.blocks), num_heads=self.blocks[0].attn.num_heads, qkv_bias=True,
+                                norm_layer=partial(nn.LayerNorm, eps=1e-6))
+        try:
+            ref.load_pretrained(path)
+        except Exception as e:  # noqa: BLE001
+            raise WeightsError(f"{key}: cannot read {path} as a ViT .npz checkpoint: {type(e).__name__}: {e}") from None
+        return ref.state_dict()
+
+
+# name -> (embed_dim, depth, num_heads); DeiT-B has the architecture of ViT-B.
+VIT_ARCHS = {
+    "vit_base_patch16_224": (768, 12, 12),
+    "deit_base_patch16_224": (768, 12, 12),
+    "vit_small_patch16_224": (384, 12, 6),
+    "vit_tiny_patch16_224": (192, 12, 3),
+}
+
+
+def build_vit(name, img_size, stride_size, num_cams=0, sie_coe=3.0, drop_path_rate=0.1, drop_rate=0.0,
+              attn_drop_rate=0.0):
+    embed_dim, depth, num_heads = VIT_ARCHS[name]
+    model = ReIDVisionTransformer(img_size=img_size, stride_size=stride_size, num_cams=num_cams, sie_coe=sie_coe,
+                                  embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+                                  drop_path_rate=drop_path_rate, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate)
+    model.name = name
+    return model
+

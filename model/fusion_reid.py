@@ -1,0 +1,158 @@
+"""FusionReID (Fig. 2): Dual-branch Feature Extraction + Dual-attention Mutual Fusion + six supervised features."""
+import logging
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .backbones import build_cnn, build_transformer
+from .backbones.weights import WeightsError, read_state_dict, strip_prefix
+from .fusion import HeterogenousTransmissionModule, LocalRefinementUnit, init_fusion_weights
+from .heads import BNNeckHead
+from .pooling import build_pooling
+
+logger = logging.getLogger("fusionreid.model")
+
+# Every feature the model can supervise and return, in the order of the concatenation f_a.
+FEATURE_NAMES = ("cnn", "transformer", "lru_cnn", "lru_transformer", "htm_cnn", "htm_transformer")
+
+
+class FusionReID(nn.Module):
+    """Two backbones on the same image, LRUs, L stacked HTMs, one BNNeck head per supervised feature.
+
+    train mode: ``model(images, cam_ids)`` -> ``{name: (logits, feature before BN)}``;
+    eval mode: ``model(images, cam_ids)`` -> the retrieval feature picked by ``test_feat`` / ``neck_feat``.
+    """
+
+    def __init__(self, num_classes, num_cams, cnn_name="resnet50", last_stride=1, cnn_pooling="gem",
+                 transformer_name="vit_base_patch16_224", img_size=(256, 128), stride_size=(12, 12),
+                 sie_camera=True, sie_coe=3.0, drop_path=0.1, drop_rate=0.0, attn_drop_rate=0.0,
+                 fusion_dim=768, lru=True, htm_layers=2, htm_order="seu_mfu", share_seu=True, share_mfu=False,
+                 num_heads=12, mlp_ratio=4.0, pooling="gem", gem_p=3.0,
+                 test_feat="all", neck_feat="before", feat_norm=True):
+        super().__init__()
+        if htm_layers and not (cnn_name and transformer_name):
+            raise ValueError("MODEL.FUSION.HTM_LAYERS > 0 fuses two branches: set both MODEL.CNN.NAME and "
+                             "MODEL.TRANSFORMER.NAME, or HTM_LAYERS 0")
+        if htm_layers and not lru:
+            raise ValueError("MODEL.FUSION.HTM_LAYERS > 0 needs MODEL.FUSION.LRU True: the LRUs bring both "
+                             "branches to the fused dimension D")
+        dims = OrderedDict()
+        self.cnn = self.transformer = None
+        if cnn_name:
+            self.cnn = build_cnn(cnn_name, last_stride)
+            self.pool_cnn = build_pooling(cnn_pooling, gem_p)
+            dims["cnn"] = self.cnn.out_channels
+        if transformer_name:
+            self.transformer = build_transformer(
+                transformer_name, img_size, stride_size, num_cams=num_cams if sie_camera else 0, sie_coe=sie_coe,
+                drop_path_rate=drop_path, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate)
+            dims["transformer"] = self.transformer.embed_dim
+        self.lru = nn.ModuleDict()
+        self.pool_lru = nn.ModuleDict()
+        if lru:
+            for branch, channels in list(dims.items()):
+                self.lru[branch] = LocalRefinementUnit(channels, fusion_dim)
+                self.pool_lru[branch] = build_pooling(pooling, gem_p)
+                dims[f"lru_{branch}"] = fusion_dim
+        self.htm = nn.ModuleList(
+            HeterogenousTransmissionModule(fusion_dim, num_heads, mlp_ratio, htm_order, share_seu, share_mfu)
+            for _ in range(htm_layers))
+        if htm_layers:
+            dims["htm_cnn"] = dims["htm_transformer"] = fusion_dim
+        init_fusion_weights(self.lru)
+        init_fusion_weights(self.htm)
+
+        self.feature_dims = OrderedDict((n, dims[n]) for n in FEATURE_NAMES if n in dims)
+        self.heads = nn.ModuleDict({n: BNNeckHead(d, num_classes) for n, d in self.feature_dims.items()})
+        if test_feat != "all" and test_feat not in self.feature_dims:
+            raise ValueError(f"TEST.FEAT {test_feat!r} is not produced by this model; it has "
+                             f"{', '.join(['all', *self.feature_dims])}")
+        self.test_feat, self.neck_feat, self.feat_norm = test_feat, neck_feat, feat_norm
+        self.num_classes = num_classes
+
+    # ------------------------------------------------------------------------------------- forward
+    @property
+    def test_dim(self):
+        """Length of the eval-mode feature."""
+        if self.test_feat == "all":
+            return sum(self.feature_dims.values())
+        return self.feature_dims[self.test_feat]
+
+    def extract(self, images, cam_ids=None, attention=None):
+        """All features before the BNNeck, computed once: ``OrderedDict(name -> [B, d])``.
+
+        ``attention``: a dict to fill with the HTM attention weights, keys ``htm{k}/seu/cnn`` etc.
+        """
+        feats, local = OrderedDict(), {}
+        if self.cnn is not None:
+            fmap = self.cnn(images)                                      # X_c: B, C, H, W
+            feats["cnn"] = self.pool_cnn(fmap)                            # f^_c
+            local["cnn"] = fmap
+        if self.transformer is not None:
+            tokens = self.transformer(images, cam_ids)                    # Z: B, 1 + N, C
+            feats["transformer"] = tokens[:, 0]                           # f^_t
+            h, w = self.transformer.grid_size
+            local["transformer"] = tokens[:, 1:].transpose(1, 2).reshape(tokens.shape[0], -1, h, w)  # X_t -> F^_t
+        for branch, unit in self.lru.items():
+            refined = unit(local[branch])                                 # F_c / F_t: B, D, H, W
+            feats[f"lru_{branch}"] = self.pool_lru[branch](refined)       # f'_(c,0) / f'_(t,0)
+            local[branch] = refined.flatten(2).transpose(1, 2)            # B, HW, D
+        if len(self.htm):
+            g_cnn, g_trans = feats["lru_cnn"], feats["lru_transformer"]
+            for k, layer in enumerate(self.htm):
+                maps = {} if attention is not None else None
+                g_cnn, g_trans = layer(g_cnn, local["cnn"], g_trans, local["transformer"], maps)
+                if maps is not None:
+                    attention.update({f"htm{k + 1}/{name}": a for name, a in maps.items()})
+            feats["htm_cnn"], feats["htm_transformer"] = g_cnn, g_trans  # f'_(c,L), f'_(t,L)
+        return feats
+
+    def forward(self, images, cam_ids=None):
+        feats = self.extract(images, cam_ids)
+        if self.training:
+            return OrderedDict((name, (self.heads[name](f)[0], f)) for name, f in feats.items())
+        return self.retrieval_feature(feats)
+
+    def retrieval_feature(self, feats):
+        """The eval-mode feature: one of the six, or their concatenation f_a (each part L2-normalised
+        first when ``feat_norm``, so that no part dominates by scale)."""
+        names = list(self.feature_dims) if self.test_feat == "all" else [self.test_feat]
+        parts = [self.heads[n](feats[n])[1] if self.neck_feat == "after" else feats[n] for n in names]
+        if self.feat_norm:
+            parts = [F.normalize(p.float(), dim=1) for p in parts]
+        return torch.cat(parts, dim=1)
+
+    # ------------------------------------------------------------------------------------- weights
+    @torch.jit.ignore
+    def no_weight_decay(self):
+        """Position, class and camera embeddings take no weight decay (timm convention)."""
+        if self.transformer is None:
+            return set()
+        return {f"transformer.{n}" for n in self.transformer.no_weight_decay()
+                if getattr(self.transformer, n, None) is not None}
+
+    def load_param(self, path, key="MODEL.PRETRAIN_PATH"):
+        """A whole FusionReID checkpoint (train_net's, or a bare state dict; ``module.`` stripped).
+
+        ID classifiers of another shape (another dataset) are skipped with a warning; everything else
+        must match exactly.
+        """
+        state = strip_prefix(read_state_dict(path, key, containers=("model", "state_dict")))
+        own = self.state_dict()
+        skipped = [k for k in state if k in own and k.startswith("heads.") and k.endswith("classifier.weight")
+                   and state[k].shape != own[k].shape]
+        for k in skipped:
+            logger.warning("%s: skipping %s of shape %s (this model: %s; another number of identities)",
+                           path, k, tuple(state.pop(k).shape), tuple(own[k].shape))
+        missing = [k for k in own if k not in state and k not in skipped]
+        unexpected = [k for k in state if k not in own]
+        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                  for k in own if k in state and state[k].shape != own[k].shape]
+        if missing or unexpected or shapes:
+            from .backbones.weights import describe_mismatch
+            raise WeightsError(f"{key}: {path} is not a checkpoint of this architecture: "
+                               f"{describe_mismatch(missing, unexpected, shapes)}")
+        self.load_state_dict(state, strict=False)
+        logger.info("loaded FusionReID weights from %s", path)

@@ -1,0 +1,42 @@
+"""Global pooling of feature maps into vectors."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class GeneralizedMeanPooling(nn.Module):
+    """GeM pooling (Radenović et al.) with a learnable exponent p: (mean x^p)^(1/p) over H x W."""
+
+    def __init__(self, p=3.0, eps=1e-6):
+        super().__init__()
+        self.p = nn.Parameter(torch.ones(1) * p)
+        self.eps = eps
+
+    def forward(self, x):  # B, C, H, W -> B, C
+        p = self.p.float()
+        pooled = x.float().clamp(min=self.eps).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
+        return pooled.to(x.dtype)
+
+    def extra_repr(self):
+        return f"p={self.p.item():.4f}, eps={self.eps}"
+
+
+class AveragePooling(nn.Module):
+    def forward(self, x):
+        return x.mean(dim=(-2, -1))
+
+
+class MaxPooling(nn.Module):
+    def forward(self, x):
+        return F.adaptive_max_pool2d(x, 1).flatten(1)
+
+
+def build_pooling(name, gem_p=3.0):
+    """'gem' | 'avg' | 'max' -> a module mapping B x C x H x W to B x C."""
+    if name == "gem":
+        return GeneralizedMeanPooling(gem_p)
+    if name == "avg":
+        return AveragePooling()
+    if name == "max":
+        return MaxPooling()
+    raise ValueError(f"unknown pooling {name!r}; known: 'gem', 'avg', 'max'")
