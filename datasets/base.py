@@ -1,0 +1,126 @@
+"""What every person re-identification dataset shares: finding its folder, relabelling the training
+identities, checking the splits and logging their statistics.
+
+A dataset module subclasses ``ReIDDataset``, sets ``folder_names``, ``expected_tree`` and ``published``,
+implements ``layout_problem(path)`` and ``load_splits(path)``, and registers itself with
+``@register_dataset(name)``.
+"""
+import logging
+import os
+from collections import namedtuple
+
+from .errors import DatasetError
+
+logger = logging.getLogger("fusionreid.datasets")
+
+# One image of a dataset. Query/gallery records keep the dataset's pids; train records carry the
+# relabelled pid (0..N-1). camid is 0-based.
+ImageRecord = namedtuple("ImageRecord", ["path", "pid", "camid"])
+
+SPLITS = ("train", "query", "gallery")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def split_statistics(records):
+    """``{'ids': ..., 'images': ..., 'cameras': ...}`` of a list of records."""
+    return {
+        "ids": len({r.pid for r in records}),
+        "images": len(records),
+        "cameras": len({r.camid for r in records}),
+    }
+
+
+def relabel_pids(records):
+    """The records with pids mapped to 0..N-1 in sorted order of the original pids."""
+    label_of = {pid: label for label, pid in enumerate(sorted({r.pid for r in records}))}
+    return [r._replace(pid=label_of[r.pid]) for r in records]
+
+
+def list_images(folder):
+    """Sorted file names of the images directly inside ``folder``."""
+    return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+
+
+class ReIDDataset:
+    """Train / query / gallery splits of one dataset found under a root folder.
+
+    Attributes: ``train``, ``query``, ``gallery`` (lists of ``ImageRecord``), ``num_train_pids``,
+    ``num_train_cams`` (cameras seen in training), ``num_cams`` (1 + the largest camid of any split, the
+    size a camera embedding needs), ``dataset_dir`` (the folder that was read).
+    """
+
+    name = None            # set by @register_dataset
+    folder_names = ()      # folder names looked for under the root, in order of preference
+    expected_tree = ""     # shown when no folder with the right layout is found
+    published = {}         # split -> {'ids'/'images'/'cameras': count}; compared with what was read
+
+    def __init__(self, root, cfg=None):
+        self.root = root
+        self.cfg = cfg
+        self.dataset_dir = self.find_dataset_dir(root)
+        train, query, gallery = self.load_splits(self.dataset_dir)
+        for split, records in zip(SPLITS, (train, query, gallery)):
+            if not records:
+                raise DatasetError(f"{self.name}: the {split} split in {self.dataset_dir} is empty "
+                                   f"(no images found{self.split_hint(split)})")
+        self.train = relabel_pids(train)
+        self.query = query
+        self.gallery = gallery
+        self.num_train_pids = len({r.pid for r in self.train})
+        self.num_train_cams = len({r.camid for r in self.train})
+        self.num_cams = 1 + max(r.camid for records in (self.train, query, gallery) for r in records)
+        self.log_statistics()
+
+    # ------------------------------------------------------------------ to implement per dataset
+    def layout_problem(self, path):
+        """None if ``path`` has this dataset's layout, else a short description of what is wrong."""
+        raise NotImplementedError
+
+    def load_splits(self, path):
+        """``(train, query, gallery)`` lists of ``ImageRecord`` with the dataset's own pids."""
+        raise NotImplementedError
+
+    def split_hint(self, split):
+        """Where the images of ``split`` were expected (for the empty-split message)."""
+        return ""
+
+    # ------------------------------------------------------------------ shared
+    def find_dataset_dir(self, root):
+        """The first of ``root/<folder_names...>`` and ``root`` itself that has the expected layout."""
+        if not os.path.isdir(root):
+            raise DatasetError(f"{self.name}: dataset root {root!r} does not exist or is not a folder "
+                               f"(set DATASETS.ROOT_DIR)")
+        candidates = [os.path.join(root, n) for n in self.folder_names] + [root]
+        problems = []
+        for path in candidates:
+            if not os.path.isdir(path):
+                continue
+            problem = self.layout_problem(path)
+            if problem is None:
+                return path
+            problems.append(f"  {path}: {problem}")
+        looked = ", ".join(self.folder_names)
+        found = "\n".join(problems) if problems else "  none of them exists"
+        raise DatasetError(f"{self.name}: no dataset folder with the expected layout under {root!r}.\n"
+                           f"Looked for {looked} (or the root itself):\n{found}\n"
+                           f"Expected layout:\n{self.expected_tree}")
+
+    def statistics(self):
+        """``{split: {'ids', 'images', 'cameras'}}`` of the loaded splits."""
+        return {split: split_statistics(getattr(self, split)) for split in SPLITS}
+
+    def log_statistics(self):
+        """Log the statistics table, and a warning for every count that differs from the published one."""
+        stats = self.statistics()
+        lines = [f"{self.name} ({self.dataset_dir})",
+                 f"  {'split':<8} | {'ids':>6} | {'images':>7} | {'cameras':>7}",
+                 "  " + "-" * 36]
+        for split in SPLITS:
+            s = stats[split]
+            lines.append(f"  {split:<8} | {s['ids']:>6} | {s['images']:>7} | {s['cameras']:>7}")
+        logger.info("\n".join(lines))
+        for split, expected in self.published.items():
+            for key, value in expected.items():
+                if stats[split][key] != value:
+                    logger.warning("%s: the %s split has %d %s, the published count is %d",
+                                   self.name, split, stats[split][key], key, value)

@@ -1,0 +1,91 @@
+"""MSMT17 (Wei et al., CVPR 2018), as released in V1 (``train/``, ``test/``) or V2 (``mask_train_v2/``,
+``mask_test_v2/``).
+
+Both versions list their images in ``list_train.txt``, ``list_val.txt``, ``list_query.txt`` and
+``list_gallery.txt``, one ``<relative path> <pid>`` per line, e.g. ``0000/0000_000_01_0303morning_0015_0.jpg 0``.
+The camera is the third underscore-separated field of the file name (1-based). Training uses the train
+and val lists together.
+"""
+import os
+
+from .base import ImageRecord, ReIDDataset
+from .errors import DatasetError
+from .registry import register_dataset
+
+# version -> (training image folder, test image folder)
+MSMT_VERSIONS = {"V1": ("train", "test"), "V2": ("mask_train_v2", "mask_test_v2")}
+LIST_FILES = {"train": ("list_train.txt", "list_val.txt"), "query": ("list_query.txt",),
+              "gallery": ("list_gallery.txt",)}
+
+
+def msmt_camera(file_name):
+    """0-based camera of an MSMT17 file name (third underscore-separated field, 1-based)."""
+    fields = os.path.basename(file_name).split("_")
+    if len(fields) < 3 or not fields[2].isdigit() or int(fields[2]) < 1:
+        raise ValueError(f"no camera number in the third '_' field of {file_name!r}")
+    return int(fields[2]) - 1
+
+
+def parse_msmt_list(list_file, image_dir):
+    """The ``ImageRecord``s of one MSMT17 list file whose paths are relative to ``image_dir``."""
+    records = []
+    with open(list_file, "r", encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rel_path, pid = line.split()
+                records.append(ImageRecord(os.path.join(image_dir, rel_path), int(pid), msmt_camera(rel_path)))
+            except ValueError as err:
+                raise DatasetError(f"{list_file}, line {line_no}: expected '<relative path> <pid>' with a "
+                                   f"file name like 0000_000_01_0303morning_0015_0.jpg, got {line.strip()!r} "
+                                   f"({err})") from None
+    if records and not os.path.isfile(records[0].path):
+        raise DatasetError(f"{list_file} names {records[0].path}, which does not exist "
+                           f"(images of this list are expected under {image_dir}/)")
+    return records
+
+
+def msmt_version(path):
+    """'V1' or 'V2' by the image folders present in ``path``, or None."""
+    for version, folders in MSMT_VERSIONS.items():
+        if all(os.path.isdir(os.path.join(path, f)) for f in folders):
+            return version
+    return None
+
+
+@register_dataset("msmt17")
+class MSMT17(ReIDDataset):
+    """MSMT17: 1,041 training identities (train + val lists), 15 cameras."""
+
+    folder_names = ("MSMT17_V1", "MSMT17_V2", "msmt17", "MSMT17")
+    expected_tree = ("  <DATASETS.ROOT_DIR>/MSMT17_V1/   (or MSMT17_V2/, msmt17/)\n"
+                     "      train/ test/                 (V2: mask_train_v2/ mask_test_v2/)\n"
+                     "      list_train.txt list_val.txt list_query.txt list_gallery.txt\n"
+                     "          lines: 0000/0000_000_01_0303morning_0015_0.jpg 0")
+    published = {
+        "train": {"ids": 1041, "images": 32621, "cameras": 15},
+        "query": {"images": 11659, "cameras": 15},
+        "gallery": {"images": 82161, "cameras": 15},
+    }
+
+    def layout_problem(self, path):
+        problems = []
+        if msmt_version(path) is None:
+            problems.append("missing image folders train/ + test/ (V1) or mask_train_v2/ + mask_test_v2/ (V2)")
+        lists = [name for names in LIST_FILES.values() for name in names]
+        missing = [n for n in lists if not os.path.isfile(os.path.join(path, n))]
+        if missing:
+            problems.append(f"missing list file(s) {', '.join(missing)}")
+        return "; ".join(problems) or None
+
+    def split_hint(self, split):
+        return f" in {' + '.join(LIST_FILES[split])}"
+
+    def load_splits(self, path):
+        train_dir, test_dir = (os.path.join(path, f) for f in MSMT_VERSIONS[msmt_version(path)])
+        image_dir = {"train": train_dir, "query": test_dir, "gallery": test_dir}
+        return tuple(
+            [record for list_name in LIST_FILES[split]
+             for record in parse_msmt_list(os.path.join(path, list_name), image_dir[split])]
+            for split in ("train", "query", "gallery"))
