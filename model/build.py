@@ -8,27 +8,35 @@ logger = logging.getLogger("fusionreid.model")
 
 def build_model(cfg, num_classes, num_cams):
     """The model of ``cfg.MODEL`` with its pretrained weights (``MODEL.PRETRAIN_CHOICE``)."""
-    m, t, f = cfg.MODEL, cfg.MODEL.TRANSFORMER, cfg.MODEL.FUSION
     model = FusionReID(
         num_classes=num_classes, num_cams=num_cams,
-        cnn_name=m.CNN.NAME, last_stride=m.CNN.LAST_STRIDE, cnn_pooling=m.CNN.POOLING,
-        transformer_name=t.NAME, img_size=tuple(cfg.INPUT.SIZE_TRAIN), stride_size=tuple(t.STRIDE_SIZE),
-        sie_camera=t.SIE_CAMERA, sie_coe=t.SIE_COE, drop_path=t.DROP_PATH, drop_rate=t.DROP_RATE,
-        attn_drop_rate=t.ATTN_DROP_RATE,
-        fusion_dim=f.DIM, lru=f.LRU, htm_layers=f.HTM_LAYERS, htm_order=f.HTM_ORDER, share_seu=f.SHARE_SEU,
-        share_mfu=f.SHARE_MFU, num_heads=f.NUM_HEADS, mlp_ratio=f.MLP_RATIO, pooling=m.POOLING, gem_p=m.GEM_P,
+        cnn_name=cfg.MODEL.CNN.NAME, last_stride=cfg.MODEL.CNN.LAST_STRIDE, cnn_pooling=cfg.MODEL.CNN.POOLING,
+        transformer_name=cfg.MODEL.TRANSFORMER.NAME, img_size=tuple(cfg.INPUT.SIZE_TRAIN),
+        stride_size=tuple(cfg.MODEL.TRANSFORMER.STRIDE_SIZE), sie_camera=cfg.MODEL.TRANSFORMER.SIE_CAMERA,
+        sie_coe=cfg.MODEL.TRANSFORMER.SIE_COE, drop_path=cfg.MODEL.TRANSFORMER.DROP_PATH,
+        drop_rate=cfg.MODEL.TRANSFORMER.DROP_RATE, attn_drop_rate=cfg.MODEL.TRANSFORMER.ATTN_DROP_RATE,
+        fusion_dim=cfg.MODEL.FUSION.DIM, lru=cfg.MODEL.FUSION.LRU, htm_layers=cfg.MODEL.FUSION.HTM_LAYERS,
+        htm_order=cfg.MODEL.FUSION.HTM_ORDER, share_seu=cfg.MODEL.FUSION.SHARE_SEU,
+        share_mfu=cfg.MODEL.FUSION.SHARE_MFU, num_heads=cfg.MODEL.FUSION.NUM_HEADS,
+        mlp_ratio=cfg.MODEL.FUSION.MLP_RATIO, pooling=cfg.MODEL.POOLING, gem_p=cfg.MODEL.GEM_P,
         test_feat=cfg.TEST.FEAT, neck_feat=cfg.TEST.NECK_FEAT, feat_norm=cfg.TEST.FEAT_NORM)
-    if m.PRETRAIN_CHOICE == "imagenet":
-        if model.cnn is not None and m.CNN.PRETRAIN_PATH:
-            model.cnn.load_pretrained(m.CNN.PRETRAIN_PATH)
-        elif model.cnn is not None:
-            logger.warning("MODEL.CNN.PRETRAIN_PATH is empty: the CNN branch starts from random weights")
-        if model.transformer is not None and t.PRETRAIN_PATH:
-            model.transformer.load_pretrained(t.PRETRAIN_PATH)
-        elif model.transformer is not None:
-            logger.warning("MODEL.TRANSFORMER.PRETRAIN_PATH is empty: the Transformer branch starts from random weights")
-    elif m.PRETRAIN_CHOICE == "self":
-        model.load_param(m.PRETRAIN_PATH)
+    if tuple(cfg.INPUT.SIZE_TEST) != tuple(cfg.INPUT.SIZE_TRAIN) and cfg.MODEL.TRANSFORMER.NAME:
+        raise ValueError(f"INPUT.SIZE_TEST {list(cfg.INPUT.SIZE_TEST)} differs from INPUT.SIZE_TRAIN "
+                         f"{list(cfg.INPUT.SIZE_TRAIN)}: the Transformer's position embedding is built for one size")
+    choice = cfg.MODEL.PRETRAIN_CHOICE
+    if choice == "imagenet":
+        for branch, path, key in ((model.cnn, cfg.MODEL.CNN.PRETRAIN_PATH, "MODEL.CNN.PRETRAIN_PATH"),
+                                  (model.transformer, cfg.MODEL.TRANSFORMER.PRETRAIN_PATH,
+                                   "MODEL.TRANSFORMER.PRETRAIN_PATH")):
+            if branch is None:
+                continue
+            if path:
+                branch.load_pretrained(path, key)
+            else:
+                logger.warning("%s is empty: the %s starts from random weights (PRETRAIN_CHOICE 'imagenet')",
+                               key, branch.name)
+    elif choice == "self":
+        model.load_param(cfg.MODEL.PRETRAIN_PATH)
     logger.info("FusionReID: features %s, retrieval feature %s (%d-d)",
                 ", ".join(f"{n} ({d})" for n, d in model.feature_dims.items()), cfg.TEST.FEAT, model.test_dim)
     return model
