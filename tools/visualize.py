@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""Look inside a trained FusionReID (paper Sec. IV-E): Grad-CAM, HTM attention weights, ranked lists.
+
+    # your own images (no camera ids: the mean camera embedding is used)
+    python tools/visualize.py --config_file F --images DIR [--images b.jpg] --out vis/ TEST.WEIGHT W
+    # the first 4 queries of the configured dataset (their camera ids), with their ranked lists
+    python tools/visualize.py --config_file F --dataset-queries 4 --ranked --topk 8 --out vis/ TEST.WEIGHT W
+
+Writes PNGs into --out:
+  gradcam.png           Fig. 7: per image, Grad-CAM of the CNN and Transformer features at the backbone,
+                        after the LRU and after each HTM (SEU local tokens); --target class|norm, --head
+  attention.png         Fig. 9: per image, the SEU and MFU attention of each branch's global token, mean of
+                        the heads, for every HTM layer
+  attention_heads_<i>.png  Fig. 8: the same per head for image i
+  ranked_list.png       (--ranked, dataset queries only) top-k gallery images, green = same identity,
+                        red = another, gallery images of the query's identity and camera left out
+What is computed is documented in utils/visualization.py.
+"""
+import argparse
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from configs import ConfigError, load_cfg  # noqa: E402
+from utils import visualization as vis  # noqa: E402
+from utils.feature_extractor import FeatureExtractor, list_images  # noqa: E402
+
+logger = logging.getLogger("visualize")
+
+
+def int_list(text):
+    """'0,3,-1' -> [0, 3, -1]."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config_file", default="", help="YAML config of the trained model")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", action="append", metavar="PATH",
+                     help="an image file or a folder of images (repeat for more)")
+    src.add_argument("--dataset-queries", type=int, metavar="N",
+                     help="the first N queries of the configured dataset (DATASETS.NAMES)")
+    parser.add_argument("--cams", type=int_list, help="camera id per --images image, comma-separated (-1 = unknown; "
+                        "default: all unknown, the mean camera embedding)")
+    parser.add_argument("--out", required=True, help="output folder of the PNGs")
+    parser.add_argument("--head", default="all", help="feature head of the Grad-CAM target (default: all)")
+    parser.add_argument("--target", choices=("class", "norm"), default="class",
+                        help="Grad-CAM target: ID logit of the predicted/--class-id class, or the feature norm")
+    parser.add_argument("--class-id", type=int_list, help="training class per image, comma-separated "
+                        "(default: the predicted class)")
+    parser.add_argument("--heads-of", type=int_list, default=[0],
+                        help="images (indices, comma-separated) that get a per-head attention figure")
+    parser.add_argument("--ranked", action="store_true", help="also draw ranked lists (with --dataset-queries)")
+    parser.add_argument("--topk", type=int, default=10)
+    parser.add_argument("--dpi", type=int, default=80)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. TEST.WEIGHT path")
+    return parser.parse_args(argv)
+
+
+def expand_images(items):
+    """Files as given, folders replaced by their images (sorted)."""
+    paths = []
+    for item in items:
+        paths += list_images(item) if os.path.isdir(item) else [item]
+    return paths
+
+
+def dataset_inputs(cfg, num_queries):
+    """(query records, gallery records) of the configured dataset, the first ``num_queries`` queries."""
+    from datasets import build_dataset
+
+    data = build_dataset(cfg.DATASETS.NAMES, cfg.DATASETS.ROOT_DIR, cfg)
+    return data.query[:num_queries], data.gallery
+
+
+def draw_ranked(extractor, cfg, queries, gallery, topk, path, dpi):
+    """Rank ``queries`` against the whole ``gallery`` (records with pids and cameras) and draw the lists."""
+    from datasets import read_image
+    from utils.metrics import pairwise_distance
+
+    logger.info("extracting %d gallery features", len(gallery))
+    gf = extractor([r[0] for r in gallery], [r[2] for r in gallery])
+    qf = extractor([r[0] for r in queries], [r[2] for r in queries])
+    dist = pairwise_distance(qf, gf, cfg.TEST.METRIC, cfg.TEST.FEAT_NORM).numpy()
+    ranking = vis.rank_gallery(dist, topk, [r[1] for r in queries], [r[1] for r in gallery],
+                               [r[2] for r in queries], [r[2] for r in gallery])
+    show = {}
+    for g in {int(g) for g in ranking.flat if g >= 0}:
+        show[g] = display(extractor, [read_image(gallery[g][0])])[0]
+    matches = [[g >= 0 and gallery[g][1] == q[1] for g in row] for q, row in zip(queries, ranking)]
+    distances = [[dist[i, g] if g >= 0 else 0.0 for g in row] for i, row in enumerate(ranking)]
+    query_images = display(extractor, [read_image(r[0]) for r in queries])
+    names = [f"id {r[1]} cam {r[2]}" for r in queries]
+    return vis.plot_ranked_list(query_images, show, ranking, path, matches, distances, names, dpi=dpi)
+
+
+def display(extractor, images):
+    """Images as the model sees them (test transform), for drawing: [N, H, W, 3] in [0, 1]."""
+    cfg = extractor.cfg
+    return vis.to_display(extractor.preprocess(images), cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_cfg(args.config_file, args.opts)
+        extractor = FeatureExtractor(cfg)
+        if args.images:
+            paths = expand_images(args.images)
+            cam_list = args.cams
+            names = [os.path.basename(p) for p in paths]
+            queries = gallery = None
+        else:
+            queries, gallery = dataset_inputs(cfg, args.dataset_queries)
+            paths, cam_list = [r[0] for r in queries], [r[2] for r in queries]
+            names = [f"id {r[1]} cam {r[2]}" for r in queries]
+        images = extractor.preprocess(paths)
+        cams = extractor.camera_ids(cam_list, len(paths)).to(extractor.device)
+        images = images.to(extractor.device)
+        shown = vis.to_display(images, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
+        model = extractor.model
+        os.makedirs(args.out, exist_ok=True)
+
+        cams_maps, classes = vis.grad_cam(model, images, cams, args.head, args.target, args.class_id)
+        target = ("feature norm" if args.target == "norm" else "ID logit of the "
+                  + ("given" if args.class_id else "predicted") + " class")
+        print(vis.plot_gradcam(shown, cams_maps, os.path.join(args.out, "gradcam.png"), names,
+                               f"Grad-CAM, target: {target} (head: {args.head})", args.dpi))
+        if classes is not None:
+            print("classes used: " + ", ".join(f"{n}: {c}" for n, c in zip(names, classes.tolist())))
+        if len(model.htm):
+            grids = vis.attention_grids(model, images, cams)
+            print(vis.plot_attention_summary(shown, grids, os.path.join(args.out, "attention.png"), names,
+                                             dpi=args.dpi))
+            for i in args.heads_of:
+                if 0 <= i < len(paths):
+                    print(vis.plot_attention(shown[i], grids, os.path.join(args.out, f"attention_heads_{i}.png"), i,
+                                             f"HTM attention weights per head: {names[i]}", args.dpi))
+        else:
+            logger.info("the model has no HTM: no attention figures")
+        if args.ranked:
+            if queries is None:
+                logger.warning("--ranked needs --dataset-queries (for your own images use tools/extract_features.py "
+                               "--query DIR --gallery DIR)")
+            else:
+                print(draw_ranked(extractor, cfg, queries, gallery, args.topk,
+                                  os.path.join(args.out, "ranked_list.png"), args.dpi))
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

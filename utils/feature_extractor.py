@@ -1,0 +1,175 @@
+"""Re-identification features of your own images with a trained FusionReID, no dataset needed.
+
+    from configs import load_cfg
+    from utils.feature_extractor import FeatureExtractor
+
+    cfg = load_cfg("configs/MSMT17/table2/method5_full.yml")
+    extract = FeatureExtractor(cfg, "output/MSMT17/table2/method5_full/model_best.pth")
+    feats = extract(["a.jpg", "b.jpg"])                # [2, d] float32 on the CPU
+    feats = extract([pil_image, rgb_uint8_array], cam_ids=[0, 3])
+
+Weights: a train_net.py checkpoint (``{'model': state_dict, ...}``) or a bare state dict, loaded with
+``FusionReID.load_param`` (everything must match the config's architecture). The number of training
+identities and of cameras are read from the checkpoint's tensors (ID classifier weight rows,
+``transformer.sie_embed`` rows), so no dataset is needed to build the model; ImageNet weights are not
+read (``MODEL.PRETRAIN_CHOICE`` is ignored).
+
+Preprocessing is the test transform ``datasets.build_transforms(cfg, is_train=False)`` (resize to
+INPUT.SIZE_TEST, to tensor, normalise with INPUT.PIXEL_MEAN/STD), applied once per image. The feature is
+the model's eval-mode output: TEST.FEAT / TEST.NECK_FEAT / TEST.FEAT_NORM, as in evaluation.
+
+Unknown cameras: the Transformer adds a learned camera embedding (SIE) to its tokens. For images without a
+camera id (``cam_ids=None``, or -1/None entries) the extractor adds the *mean* of the learned camera
+embeddings: the embedding enters linearly (``x + coe * e[cam]``), so the mean is the expectation over
+the training cameras with each camera equally likely, favouring none of them. It is an extra row
+appended to this extractor's own copy of ``sie_embed`` (index ``num_cams``); the checkpoint is unchanged.
+"""
+import logging
+import os
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+WEIGHT_KEY = "TEST.WEIGHT"
+
+
+# ----------------------------------------------------------------------------- model
+def checkpoint_sizes(path, key=WEIGHT_KEY):
+    """``(num_classes, num_cams)`` of a FusionReID checkpoint, from its tensors' shapes.
+
+    ``num_cams`` is None when the checkpoint has no camera embedding.
+    """
+    from model.backbones.weights import WeightsError, read_state_dict, strip_prefix
+
+    state = strip_prefix(read_state_dict(path, key, containers=("model", "state_dict")))
+    classifiers = sorted(k for k in state if k.startswith("heads.") and k.endswith(".classifier.weight"))
+    if not classifiers:
+        raise WeightsError(f"{key}: {path} has no heads.*.classifier.weight: not a FusionReID checkpoint")
+    num_classes = state[classifiers[0]].shape[0]
+    sie = state.get("transformer.sie_embed")
+    return num_classes, None if sie is None else sie.shape[0]
+
+
+def load_trained_model(cfg, weight=None, device="cpu"):
+    """The model of ``cfg`` with the trained weights ``weight`` (default ``cfg.TEST.WEIGHT``), in eval mode."""
+    from model import build_model
+    from model.backbones.weights import WeightsError
+
+    weight = weight or cfg.TEST.WEIGHT
+    if not weight:
+        raise WeightsError(f"{WEIGHT_KEY} is empty: pass a trained model, e.g. {WEIGHT_KEY} "
+                           f"output/<run>/model_best.pth")
+    num_classes, num_cams = checkpoint_sizes(weight)
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.PRETRAIN_CHOICE = "none"
+    cfg.freeze()
+    model = build_model(cfg, num_classes, num_cams or 1)
+    model.load_param(weight, key=WEIGHT_KEY)
+    return model.to(device).eval()
+
+
+def add_mean_camera(model):
+    """Append the mean of the learned camera embeddings as an extra camera; returns its id (None when the
+    model has no camera embedding). Only this model instance changes."""
+    trans = model.transformer
+    sie = getattr(trans, "sie_embed", None) if trans is not None else None
+    if sie is None:
+        return None
+    table = sie.detach()
+    trans.sie_embed = nn.Parameter(torch.cat([table, table.mean(dim=0, keepdim=True)]), requires_grad=False)
+    return table.shape[0]
+
+
+# ----------------------------------------------------------------------------- images
+def list_images(folder):
+    """Image files under ``folder`` (recursively), sorted; a clear error when there are none."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    found = []
+    for dirpath, dirnames, names in os.walk(folder):
+        dirnames.sort()
+        found += [os.path.join(dirpath, n) for n in sorted(names) if n.lower().endswith(IMAGE_EXTENSIONS)]
+    if not found:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
+    return found
+
+
+def folder_identities(paths, folder):
+    """The identity of each image when images sit in per-identity subfolders (``folder/<id>/x.jpg``):
+    the subfolder name; None when any image lies directly in ``folder``."""
+    ids = []
+    for path in paths:
+        parts = os.path.relpath(path, folder).split(os.sep)
+        if len(parts) < 2:
+            return None
+        ids.append(parts[0])
+    return ids
+
+
+def to_pil(image, index=0):
+    """A path, ``PIL.Image`` or RGB uint8 array [H, W, 3] as an RGB ``PIL.Image``."""
+    from datasets import read_image
+
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(os.fspath(image))
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+        return Image.fromarray(image)
+    raise TypeError(f"image {index}: expected a path, a PIL.Image or an RGB uint8 array [H, W, 3], got "
+                    f"{type(image).__name__}{getattr(image, 'shape', '')}")
+
+
+# ----------------------------------------------------------------------------- extractor
+class FeatureExtractor:
+    """Callable ``(images, cam_ids=None) -> features [N, d]`` (float32, CPU); see the module docstring."""
+
+    def __init__(self, cfg, weight=None, device=None, batch_size=None):
+        from datasets import build_transforms
+        from utils.misc import resolve_device
+
+        self.cfg = cfg
+        self.device = torch.device(device) if device is not None else resolve_device(cfg.MODEL.DEVICE)
+        self.model = load_trained_model(cfg, weight, self.device)
+        self.unknown_cam = add_mean_camera(self.model)
+        self.transform = build_transforms(cfg, is_train=False)
+        self.batch_size = batch_size or cfg.TEST.IMS_PER_BATCH
+
+    def preprocess(self, images, start=0):
+        """The test transform of every image: [N, 3, H, W] (``start``: index of the first, for errors)."""
+        return torch.stack([self.transform(to_pil(image, i)) for i, image in enumerate(images, start)])
+
+    def camera_ids(self, cam_ids, n):
+        """Camera ids as a tensor; None / -1 entries (or ``cam_ids=None``) become the mean camera."""
+        if cam_ids is None:
+            cam_ids = [None] * n
+        cam_ids = [-1 if c is None else int(c) for c in cam_ids]
+        if len(cam_ids) != n:
+            raise ValueError(f"{len(cam_ids)} camera ids for {n} images")
+        if self.unknown_cam is None:
+            return torch.zeros(n, dtype=torch.long)  # no camera embedding: the ids are not used
+        bad = [c for c in cam_ids if c < -1 or c >= self.unknown_cam]
+        if bad:
+            raise ValueError(f"camera ids must be in [0, {self.unknown_cam}) (the checkpoint's cameras) or -1 "
+                             f"for unknown, got {bad[:5]}")
+        return torch.tensor([self.unknown_cam if c == -1 else c for c in cam_ids], dtype=torch.long)
+
+    @torch.no_grad()
+    def features(self, batch, cams):
+        """Eval-mode features [N, d] (float32, CPU) of preprocessed images [N, 3, H, W] and camera ids [N]."""
+        return self.model(batch.to(self.device), cams.to(self.device)).float().cpu()
+
+    def __call__(self, images, cam_ids=None):
+        """Features of ``images`` (paths, PIL images or RGB arrays), ``batch_size`` images at a time (only one
+        batch of decoded images is held in memory)."""
+        images = list(images)
+        cams = self.camera_ids(cam_ids, len(images))
+        out = [self.features(self.preprocess(images[i:i + self.batch_size], i), cams[i:i + self.batch_size])
+               for i in range(0, len(images), self.batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, self.model.test_dim)
