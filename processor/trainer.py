@@ -1,0 +1,332 @@
+"""The training loop: AMP, gradient clipping, DDP, periodic evaluation and checkpoints, resume.
+
+One epoch (1-based ``epoch``) is: reseed every RNG with ``epoch_seed(SOLVER.SEED, epoch, rank)``,
+``sampler.set_epoch(epoch)``, ``scheduler.step(epoch - 1)`` (timm convention: the LR of the 0-based
+epoch about to run), then the iterations. After it: evaluation every ``SOLVER.EVAL_PERIOD`` epochs
+and at the end, then a checkpoint every ``SOLVER.CHECKPOINT_PERIOD`` epochs and at the end. Because
+an epoch depends only on the weights/optimizer/scheduler state and (seed, epoch), a run resumed from
+the checkpoint of epoch k ends with exactly the weights of an uninterrupted run (on CPU).
+"""
+import json
+import logging
+import math
+import os
+import time
+from collections import OrderedDict
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from utils.checkpoint import (BEST_CHECKPOINT, CheckpointError, atomic_torch_save, atomic_write_text,
+                              load_checkpoint, save_checkpoint)
+from utils.distributed import broadcast_buffers, get_rank, get_world_size, is_dist, is_main_process
+from utils.misc import autocast, epoch_seed, get_rng_state, make_grad_scaler, resolve_amp, set_rng_state, set_seed
+
+from .inference import METRIC_KEYS, format_metrics, run_evaluation
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the message names the epoch and iteration."""
+
+
+# ----------------------------------------------------------------------------- model preparation
+def convert_sync_bn(model, cfg, device):
+    """BatchNorm -> SyncBatchNorm when ``MODEL.SYNC_BN`` is set and several CUDA processes train.
+
+    PyTorch's SyncBatchNorm runs on CUDA only: on CPU the setting is ignored with a warning.
+    """
+    if not (cfg.MODEL.SYNC_BN and is_dist()):
+        return model
+    if torch.device(device).type != "cuda":
+        logger.warning("MODEL.SYNC_BN needs CUDA; keeping per-process BatchNorm on %s", device)
+        return model
+    logger.info("BatchNorm layers converted to SyncBatchNorm")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def wrap_ddp(model, device):
+    """``model`` in ``DistributedDataParallel`` when a process group exists (else unchanged).
+
+    ``find_unused_parameters`` stays off: every parameter of the model receives a gradient.
+    """
+    if not is_dist():
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None)
+
+
+# ----------------------------------------------------------------------------- small pieces
+class AverageMeter:
+    """Running mean of a scalar."""
+
+    def __init__(self):
+        self.total, self.count = 0.0, 0
+
+    def update(self, value, n=1):
+        self.total += float(value) * n
+        self.count += n
+
+    @property
+    def avg(self):
+        return self.total / max(self.count, 1)
+
+
+def id_accuracy(outputs, pids):
+    """Mean top-1 ID accuracy over the classifier heads of the model's train-mode output dict."""
+    accs = [(logits.detach().argmax(dim=1) == pids).float().mean() for logits, _ in outputs.values()]
+    return torch.stack(accs).mean()
+
+
+def current_lr(optimizer):
+    """The base learning rate: the first group's LR divided by its ``lr_scale`` (timm convention)."""
+    group = optimizer.param_groups[0]
+    return group["lr"] / group.get("lr_scale", 1.0)
+
+
+def _set_sampler_epoch(loader, epoch):
+    """``set_epoch(epoch)`` on the loader's sampler/batch sampler, whichever has it."""
+    for obj in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)):
+        if obj is not None and hasattr(obj, "set_epoch"):
+            obj.set_epoch(epoch)
+
+
+def _all_finite(value, device):
+    """Whether ``value`` is finite on every rank (all ranks must agree before stopping)."""
+    finite = math.isfinite(value)
+    if is_dist():
+        flag = torch.tensor([1 if finite else 0], dtype=torch.int32,
+                            device=device if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        finite = bool(flag.item())
+    return finite
+
+
+# ----------------------------------------------------------------------------- trainer
+class Trainer:
+    """Trains a FusionReID model and evaluates it; only rank 0 writes files, logs and TensorBoard.
+
+    Args:
+        cfg: the frozen config.
+        model: the model, already on ``device`` (SyncBN converted if wanted), not yet DDP-wrapped.
+        loss_fn: ``(outputs, pids) -> (total, terms)`` (see ``loss.build_loss``).
+        optimizer, scheduler: from ``solver``; the scheduler is stepped with ``step(epoch_index)``.
+        train_loader, val_loader, num_query: from ``datasets.make_dataloader``.
+        device: ``torch.device`` of this process.
+    """
+
+    def __init__(self, cfg, model, loss_fn, optimizer, scheduler, train_loader, val_loader, num_query, device):
+        self.cfg = cfg
+        self.model = model
+        self.net = wrap_ddp(model, device)
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.train_loader = train_loader
+        self.val_loader = val_loader
+        self.num_query = num_query
+        self.device = device
+        self.amp = resolve_amp(cfg.SOLVER.AMP, device)
+        self.scaler = make_grad_scaler(self.amp)
+        self.output_dir = cfg.OUTPUT_DIR
+        self.max_epochs = cfg.SOLVER.MAX_EPOCHS
+        self.start_epoch = 1
+        self.latest = None  # metrics of the newest evaluation (with 'epoch')
+        self.best = None    # metrics of the best evaluation by mAP (with 'epoch')
+        self.writer = None
+        if is_main_process() and self.output_dir:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(self.output_dir)
+        logger.info("AMP: %s%s; gradient clipping: %s; %d process(es)", self.amp.name,
+                    " with GradScaler" if self.amp.use_scaler else "",
+                    cfg.SOLVER.GRAD_CLIP or "off", get_world_size())
+
+    # -------------------------------------------------------------------- state
+    def state_dict(self, epoch):
+        """Everything needed to continue after ``epoch`` (loadable with ``weights_only=True``)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": int(epoch),
+            "rng": get_rng_state(),
+            "config": self.cfg.dump(),
+            "best": self.best,
+            "latest": self.latest,
+        }
+
+    def resume(self, path):
+        """Continue from the checkpoint at ``path`` (model, optimizer, scheduler, scaler, RNG, metrics)."""
+        ckpt = load_checkpoint(path, key="resume checkpoint")
+        missing = [k for k in ("model", "optimizer", "scheduler", "epoch") if k not in ckpt]
+        if missing:
+            raise CheckpointError(f"{path} is not a training checkpoint (no {', '.join(missing)}); cannot resume")
+        from model.backbones.weights import load_checked, strip_prefix
+
+        load_checked(self.model, strip_prefix(ckpt["model"]), "--resume", path, "a checkpoint of this model")
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if "rng" in ckpt:
+            set_rng_state(ckpt["rng"])
+        self.best, self.latest = ckpt.get("best"), ckpt.get("latest")
+        self.start_epoch = int(ckpt["epoch"]) + 1
+        logger.info("resumed from %s (epoch %d); continuing at epoch %d", path, ckpt["epoch"], self.start_epoch)
+
+    # -------------------------------------------------------------------- loop
+    def train(self):
+        """Train from ``start_epoch`` to ``SOLVER.MAX_EPOCHS``.
+
+        Returns:
+            ``{'latest', 'best'}`` metrics (as in results.json), ``'untrained'``: the metrics of the
+            model before training (fresh starts only, else None), ``'epochs'``: the per-epoch
+            training averages (loss, acc, each loss term) of this run.
+        """
+        cfg = self.cfg
+        summary = {"latest": self.latest, "best": self.best, "untrained": None, "epochs": []}
+        if self.start_epoch > self.max_epochs:
+            logger.info("nothing to do: the checkpoint already has %d of %d epochs", self.start_epoch - 1,
+                        self.max_epochs)
+            return summary
+        if self.start_epoch == 1:
+            # The untrained model's accuracy: the reference point of every later evaluation.
+            summary["untrained"] = self.evaluate(0, record=False)
+        start = time.perf_counter()
+        for epoch in range(self.start_epoch, self.max_epochs + 1):
+            summary["epochs"].append(dict(self.train_one_epoch(epoch), epoch=epoch))
+            last = epoch == self.max_epochs
+            if last or epoch % cfg.SOLVER.EVAL_PERIOD == 0:
+                self.evaluate(epoch)
+            if last or epoch % cfg.SOLVER.CHECKPOINT_PERIOD == 0:
+                self.save(epoch)
+        minutes = (time.perf_counter() - start) / 60
+        logger.info("training done in %.1f min", minutes)
+        if self.best is not None:
+            logger.info("best (epoch %d): %s", self.best["epoch"], format_metrics(self.best))
+        if self.writer is not None:
+            self.writer.close()
+        summary.update(latest=self.latest, best=self.best)
+        return summary
+
+    def train_one_epoch(self, epoch):
+        """One pass over the train loader (``epoch`` is 1-based)."""
+        cfg = self.cfg
+        set_seed(epoch_seed(cfg.SOLVER.SEED, epoch, get_rank()))
+        _set_sampler_epoch(self.train_loader, epoch)
+        self.scheduler.step(epoch - 1)
+        self.net.train()
+        meters = OrderedDict(loss=AverageMeter(), acc=AverageMeter())
+        num_iters = len(self.train_loader)
+        world = get_world_size()
+        images_seen, t0 = 0, time.perf_counter()
+        bar = tqdm(self.train_loader, total=num_iters, desc=f"epoch {epoch}/{self.max_epochs}", leave=False,
+                   dynamic_ncols=True, disable=None if is_main_process() else True)
+        for it, (images, pids, camids, _) in enumerate(bar, start=1):
+            loss, terms, acc = self.train_step(images, pids, camids, epoch, it)
+            batch = images.shape[0] * world
+            images_seen += batch
+            speed = images_seen / max(time.perf_counter() - t0, 1e-9)
+            meters["loss"].update(loss, images.shape[0])
+            meters["acc"].update(acc, images.shape[0])
+            for name, value in terms.items():
+                meters.setdefault(name, AverageMeter()).update(value, images.shape[0])
+            lr = current_lr(self.optimizer)
+            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", lr=f"{lr:.2e}", img_s=f"{speed:.0f}", refresh=False)
+            step = (epoch - 1) * num_iters + it
+            if self.writer is not None:
+                self.writer.add_scalar("train/loss", loss, step)
+                for name, value in terms.items():
+                    self.writer.add_scalar(f"loss/{name}", value, step)
+                self.writer.add_scalar("train/id_acc", acc, step)
+                self.writer.add_scalar("train/lr", lr, step)
+            if cfg.SOLVER.LOG_PERIOD and it % cfg.SOLVER.LOG_PERIOD == 0:
+                logger.info("epoch %d/%d iter %d/%d: loss %.3f, acc %.3f, lr %.2e, %.0f images/s", epoch,
+                            self.max_epochs, it, num_iters, meters["loss"].avg, meters["acc"].avg, lr, speed)
+        bar.close()
+        elapsed = time.perf_counter() - t0
+        speed = images_seen / max(elapsed, 1e-9)
+        logger.info("epoch %d/%d: loss %.3f, acc %.3f, lr %.2e, %.1fs, %.0f images/s", epoch, self.max_epochs,
+                    meters["loss"].avg, meters["acc"].avg, current_lr(self.optimizer), elapsed, speed)
+        if self.writer is not None:
+            self.writer.add_scalar("train/images_per_sec", speed, epoch)
+            self.writer.add_scalar("train/epoch_loss", meters["loss"].avg, epoch)
+            self.writer.add_scalar("train/epoch_id_acc", meters["acc"].avg, epoch)
+        return {name: m.avg for name, m in meters.items()}
+
+    def train_step(self, images, pids, camids, epoch, it):
+        """Forward, loss, backward (scaled), optional clipping, optimizer step.
+
+        Returns:
+            (loss, {term: value}, id accuracy) as Python floats.
+        Raises:
+            NonFiniteLossError: the loss is NaN/inf on some rank (checked before any update).
+        """
+        images = images.to(self.device, non_blocking=True)
+        pids = pids.to(self.device, non_blocking=True)
+        camids = camids.to(self.device, non_blocking=True)
+        with autocast(self.amp):
+            outputs = self.net(images, camids)
+            loss, terms = self.loss_fn(outputs, pids)
+        value = float(loss.detach().item())
+        if not _all_finite(value, self.device):
+            raise NonFiniteLossError(
+                f"non-finite training loss ({value} on rank {get_rank()}) at epoch {epoch}, iteration {it}"
+                f"/{len(self.train_loader)}; stopped without updating the weights. Lower SOLVER.BASE_LR, set "
+                f"SOLVER.GRAD_CLIP or SOLVER.AMP off; the last good checkpoint is left in {self.output_dir}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.SOLVER.GRAD_CLIP > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.SOLVER.GRAD_CLIP)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        term_values = OrderedDict((k, float(v.detach().item())) for k, v in terms.items())
+        return value, term_values, float(id_accuracy(outputs, pids).item())
+
+    # -------------------------------------------------------------------- evaluation / checkpoints
+    def evaluate(self, epoch, record=True):
+        """Evaluate on the val set (all ranks); rank 0 logs, writes results.json and model_best.pth.
+
+        ``record=False`` (the untrained model at epoch 0) only logs and writes TensorBoard.
+        """
+        broadcast_buffers(self.model)  # every rank evaluates with rank 0's BatchNorm statistics
+        metrics, _ = run_evaluation(self.cfg, self.model, self.val_loader, self.num_query, self.device, self.amp)
+        metrics = dict(metrics, epoch=int(epoch))
+        label = "untrained model" if epoch == 0 else f"epoch {epoch}"
+        logger.info("validation, %s: %s", label, format_metrics(metrics))
+        if self.writer is not None:
+            for key in METRIC_KEYS:
+                self.writer.add_scalar(f"val/{key}", metrics[key], epoch)
+            self.writer.flush()
+        if not record:
+            return metrics
+        self.latest = metrics
+        improved = self.best is None or metrics["mAP"] > self.best["mAP"]
+        if improved:
+            self.best = metrics
+        if is_main_process() and self.output_dir:
+            if improved:
+                atomic_torch_save({"model": self.model.state_dict(), "epoch": int(epoch), "config": self.cfg.dump(),
+                                   "metrics": metrics}, os.path.join(self.output_dir, BEST_CHECKPOINT))
+            write_results(self.output_dir, {"latest": self.latest, "best": self.best})
+        return metrics
+
+    def save(self, epoch):
+        """The checkpoint of ``epoch`` (rank 0), atomically; other ranks wait for it."""
+        if is_main_process() and self.output_dir:
+            path = save_checkpoint(self.output_dir, epoch, self.state_dict(epoch))
+            logger.info("checkpoint saved: %s", path)
+        if is_dist():
+            dist.barrier()
+
+
+def write_results(output_dir, results, name=RESULTS_FILE):
+    """``results`` as indented JSON in ``output_dir/name``, atomically."""
+    atomic_write_text(os.path.join(output_dir, name), json.dumps(results, indent=2) + "\n")

@@ -1,0 +1,76 @@
+#!/usr/bin/env python
+"""Evaluate a trained FusionReID model.
+
+    python test_net.py --config_file FILE TEST.WEIGHT output/run/model_best.pth [--save-features F] [KEY VALUE ...]
+
+``TEST.WEIGHT`` is a checkpoint written by train_net.py (any of checkpoint_epoch{N}.pth,
+model_best.pth) or a bare state dict. Logs mAP, Rank-1/5/10 and mINP, appends to OUTPUT_DIR/test.log
+and writes OUTPUT_DIR/test_results.json; ``--save-features`` also writes the query/gallery features,
+ids and cameras (.npz). ``TEST.FEAT`` / ``TEST.NECK_FEAT`` choose the evaluated feature.
+"""
+import logging
+import os
+
+import utils
+
+utils.prefer_passive_omp()  # before torch is imported
+
+import numpy as np  # noqa: E402
+
+from processor import format_metrics, run_evaluation, write_results  # noqa: E402
+from processor.cli import RunContext, base_parser, parse_cli  # noqa: E402
+from utils.distributed import is_main_process  # noqa: E402
+from utils.misc import resolve_amp  # noqa: E402
+
+logger = logging.getLogger("test_net")
+
+RESULTS_FILE = "test_results.json"
+
+
+def parse_args(argv=None):
+    parser = base_parser("Evaluate a trained FusionReID model (TEST.WEIGHT).")
+    parser.add_argument("--save-features", dest="save_features", default="", metavar="FILE",
+                        help="also save query/gallery features, pids and camids to FILE (.npz)")
+    return parse_cli(parser, argv)
+
+
+def save_features(path, feats, pids, camids, num_query):
+    """Query/gallery features, ids and cameras as a compressed .npz."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    np.savez_compressed(path, query_feats=feats[:num_query].numpy(), gallery_feats=feats[num_query:].numpy(),
+                        query_pids=pids[:num_query].numpy(), gallery_pids=pids[num_query:].numpy(),
+                        query_camids=camids[:num_query].numpy(), gallery_camids=camids[num_query:].numpy())
+    logger.info("features saved to %s", path)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    # The weights come from TEST.WEIGHT: no backbone initialisation from ImageNet files.
+    with RunContext(args.config_file, args.opts, "test.log", overrides=["MODEL.PRETRAIN_CHOICE", "none"]) as ctx:
+        from datasets import make_dataloader
+        from model import build_model
+        from model.backbones.weights import check_path
+
+        cfg, device = ctx.cfg, ctx.device
+        check_path(cfg.TEST.WEIGHT, "TEST.WEIGHT")  # fail before the data are prepared
+        _, val_loader, num_query, num_classes, num_cams = make_dataloader(cfg)
+        model = build_model(cfg, num_classes, num_cams)
+        model.load_param(cfg.TEST.WEIGHT, key="TEST.WEIGHT")  # ID classifiers of another shape are skipped
+        model.to(device)
+        logger.info("evaluating feature %r (%s the BNNeck) of %s", cfg.TEST.FEAT, cfg.TEST.NECK_FEAT,
+                    cfg.TEST.WEIGHT)
+        metrics, (feats, pids, camids) = run_evaluation(cfg, model, val_loader, num_query, device,
+                                                        resolve_amp(cfg.SOLVER.AMP, device))
+        logger.info("test: %s", format_metrics(metrics))
+        if is_main_process():
+            results = dict(metrics, weight=cfg.TEST.WEIGHT, feat=cfg.TEST.FEAT, neck_feat=cfg.TEST.NECK_FEAT)
+            write_results(cfg.OUTPUT_DIR, results, name=RESULTS_FILE)
+            logger.info("results written to %s", os.path.join(cfg.OUTPUT_DIR, RESULTS_FILE))
+            if args.save_features:
+                save_features(args.save_features, feats, pids, camids, num_query)
+        return metrics
+
+
+if __name__ == "__main__":
+    main()

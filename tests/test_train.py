@@ -1,0 +1,146 @@
+"""End-to-end training on a tiny generated dataset (CPU): learning, output files, exact resume,
+test_net agreement, non-finite loss handling.
+
+One short training run (module fixture) is shared by the tests; each further test trains at most a
+few more epochs of the tiny config (configs/Synthetic/tiny.yml).
+"""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import test_net
+import train_net
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(REPO, "configs", "Synthetic", "tiny.yml")
+EPOCHS = 4
+
+
+def tiny_args(data_root, output_dir, *opts):
+    """Command-line arguments of a tiny run writing into ``output_dir``."""
+    return ["--config_file", TINY, "DATASETS.ROOT_DIR", str(data_root), "OUTPUT_DIR", str(output_dir),
+            "SOLVER.MAX_EPOCHS", str(EPOCHS), *opts]
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def copy_checkpoint(src_dir, dst_dir, epoch):
+    """A fresh output folder holding only the checkpoint of ``epoch`` (as after a stopped run)."""
+    os.makedirs(dst_dir, exist_ok=True)
+    name = f"checkpoint_epoch{epoch}.pth"
+    shutil.copy(os.path.join(src_dir, name), os.path.join(dst_dir, name))
+    with open(os.path.join(dst_dir, "last_checkpoint"), "w", encoding="utf-8") as f:
+        f.write(name + "\n")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_root):
+    """(output folder, summary) of one uninterrupted tiny training run."""
+    out = tmp_path_factory.mktemp("run")
+    summary = train_net.main(tiny_args(data_root, out))
+    return out, summary
+
+
+def test_training_learns_and_writes_outputs(trained):
+    out, summary = trained
+    losses = [e["loss"] for e in summary["epochs"]]
+    assert len(losses) == EPOCHS and losses[-1] < losses[0], losses
+    assert summary["latest"]["mAP"] > summary["untrained"]["mAP"] + 0.05, (summary["untrained"], summary["latest"])
+
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"latest", "best"}
+    for entry in results.values():
+        assert set(entry) == {"mAP", "rank1", "rank5", "rank10", "mINP", "epoch"}
+        assert all(0.0 <= entry[k] <= 1.0 for k in ("mAP", "rank1", "rank5", "rank10", "mINP"))
+    assert results["latest"]["epoch"] == EPOCHS
+    assert results["best"]["mAP"] >= results["latest"]["mAP"]
+
+    assert (out / "last_checkpoint").read_text().strip() == f"checkpoint_epoch{EPOCHS}.pth"
+    ckpt = load(out / f"checkpoint_epoch{EPOCHS}.pth")
+    assert {"model", "optimizer", "scheduler", "scaler", "epoch", "rng", "config"} <= set(ckpt)
+    assert ckpt["epoch"] == EPOCHS and not any(k.startswith("module.") for k in ckpt["model"])
+    assert "SOLVER" in ckpt["config"]
+    best = load(out / "model_best.pth")
+    assert best["epoch"] == results["best"]["epoch"]
+
+    assert "MAX_EPOCHS: 4" in (out / "config.yaml").read_text()
+    log = (out / "train.log").read_text()
+    assert "validation, untrained model" in log and f"epoch {EPOCHS}/{EPOCHS}" in log
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(out))
+
+
+def test_resume_gives_identical_weights(trained, data_root, tmp_path):
+    out, _ = trained
+    resumed = tmp_path / "resumed"
+    copy_checkpoint(out, resumed, 1)
+    summary = train_net.main(tiny_args(data_root, resumed) + ["--resume"])
+    assert [e["epoch"] for e in summary["epochs"]] == list(range(2, EPOCHS + 1))
+    straight = load(out / f"checkpoint_epoch{EPOCHS}.pth")
+    again = load(resumed / f"checkpoint_epoch{EPOCHS}.pth")
+    assert straight["model"].keys() == again["model"].keys()
+    for key, value in straight["model"].items():
+        assert torch.equal(value, again["model"][key]), key
+    for key, state in straight["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(again["optimizer"]["state"][key][name]))
+    assert json.loads((resumed / "results.json").read_text())["latest"] == \
+        json.loads((out / "results.json").read_text())["latest"]
+    assert "resumed from" in (resumed / "train.log").read_text()
+
+
+def test_test_net_reproduces_final_evaluation(trained, data_root, tmp_path):
+    out, _ = trained
+    final = json.loads((out / "results.json").read_text())["latest"]
+    weight = out / f"checkpoint_epoch{EPOCHS}.pth"
+    bare = tmp_path / "bare.pth"  # a bare state dict, as other tools save it
+    torch.save(load(weight)["model"], bare)
+    for i, path in enumerate((weight, bare)):
+        test_out = tmp_path / f"test{i}"
+        feats = tmp_path / f"feats{i}.npz"
+        metrics = test_net.main(tiny_args(data_root, test_out, "TEST.WEIGHT", str(path))
+                                + ["--save-features", str(feats)])
+        written = json.loads((test_out / "test_results.json").read_text())
+        for key in ("mAP", "rank1", "rank5", "rank10", "mINP"):
+            assert written[key] == pytest.approx(final[key], abs=1e-9), key
+            assert metrics[key] == written[key]
+        saved = np.load(feats)
+        assert saved["query_feats"].shape[0] == saved["query_pids"].shape[0] == saved["query_camids"].shape[0]
+        assert saved["gallery_feats"].shape[1] == saved["query_feats"].shape[1]
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(trained, data_root, tmp_path, monkeypatch):
+    out, _ = trained
+    run = tmp_path / "nan"
+    copy_checkpoint(out, run, 1)
+    import loss
+
+    real_build = loss.build_loss
+
+    def build_nan_loss(cfg, num_classes):
+        fn, calls = real_build(cfg, num_classes), [0]
+
+        def nan_at_second_step(outputs, pids):
+            calls[0] += 1
+            total, terms = fn(outputs, pids)
+            return (total * float("nan") if calls[0] == 2 else total), terms
+        return nan_at_second_step
+
+    monkeypatch.setattr(loss, "build_loss", build_nan_loss)
+    with pytest.raises(SystemExit) as info:
+        train_net.main(tiny_args(data_root, run) + ["--resume"])
+    message = str(info.value.code)
+    assert "non-finite training loss" in message and "epoch 2, iteration 2/" in message
+    assert sorted(n for n in os.listdir(run) if n.endswith(".pth")) == ["checkpoint_epoch1.pth"]
+    assert (run / "last_checkpoint").read_text().strip() == "checkpoint_epoch1.pth"
+    assert "non-finite training loss" in (run / "train.log").read_text()

@@ -1,0 +1,143 @@
+"""Distributed data parallel helpers: process-group setup from the environment, rank queries and
+gathering tensors of different lengths.
+
+``torchrun --nproc_per_node=N train_net.py ...`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init_distributed` reads them (no extra flag). A plain
+``python train_net.py`` runs as a single process with every helper below degrading to a no-op.
+"""
+import datetime
+import logging
+import os
+
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+
+def is_dist():
+    """True when a process group is initialised with more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def get_rank():
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def get_world_size():
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main_process():
+    return get_rank() == 0
+
+
+def env_world_size():
+    """The world size set by the launcher (1 when not launched by torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def env_local_rank():
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def init_distributed(device):
+    """Initialise the default process group when launched with WORLD_SIZE > 1.
+
+    Args:
+        device: the ``torch.device`` of this process; CUDA selects the ``nccl`` backend, CPU ``gloo``.
+    Returns:
+        True when a process group was created.
+    """
+    if env_world_size() <= 1 or (dist.is_available() and dist.is_initialized()):
+        return False
+    if not dist.is_available():
+        raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+    backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
+    kwargs = {"backend": backend, "init_method": "env://", "timeout": datetime.timedelta(minutes=30)}
+    if backend == "nccl":
+        kwargs["device_id"] = torch.device(device)
+    dist.init_process_group(**kwargs)
+    logger.info("process group: backend %s, rank %d of %d", backend, dist.get_rank(), dist.get_world_size())
+    return True
+
+
+def cleanup_distributed():
+    """Destroy the default process group if one exists."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier():
+    if is_dist():
+        dist.barrier()
+
+
+def _comm_device():
+    """Device whose tensors the backend communicates (CUDA for nccl, CPU otherwise)."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_gather_variable(tensor):
+    """Gather a tensor whose first dimension differs between ranks.
+
+    Each rank sends its length, the tensors are padded to the longest along dim 0, gathered, and the
+    padding is cut off again.
+
+    Returns:
+        The list of every rank's tensor, in rank order, on ``tensor``'s device (just ``[tensor]``
+        without a process group).
+    """
+    if not is_dist():
+        return [tensor]
+    dev = _comm_device()
+    local = tensor.to(dev).contiguous()
+    size = torch.tensor([local.shape[0]], dtype=torch.int64, device=dev)
+    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, size)
+    sizes = [int(s.item()) for s in sizes]
+    longest = max(sizes)
+    if local.shape[0] < longest:
+        pad = local.new_zeros((longest - local.shape[0],) + tuple(local.shape[1:]))
+        local = torch.cat([local, pad], dim=0)
+    buffers = [torch.empty_like(local) for _ in sizes]
+    dist.all_gather(buffers, local)
+    return [buf[:n].to(tensor.device) for buf, n in zip(buffers, sizes)]
+
+
+def all_gather_cat(tensor):
+    """:func:`all_gather_variable` concatenated along dim 0 in rank order."""
+    return torch.cat(all_gather_variable(tensor), dim=0)
+
+
+@torch.no_grad()
+def broadcast_buffers(module, src=0):
+    """Copy every buffer of ``module`` (e.g. BatchNorm running statistics) from rank ``src`` to all ranks.
+
+    DDP syncs buffers only at the start of a training forward, so after the last training step every
+    rank holds its own running statistics; an evaluation must use rank ``src``'s (those it saves).
+    """
+    if not is_dist():
+        return
+    dev = _comm_device()
+    for buf in module.buffers():
+        data = buf.detach().to(dev)
+        dist.broadcast(data, src=src)
+        if data is not buf:
+            buf.copy_(data)
+
+
+def broadcast_object(obj, src=0):
+    """``obj`` from rank ``src`` on every rank (picklable objects only)."""
+    if not is_dist():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src, device=_comm_device())
+    return box[0]
+
+
+def unwrap_model(model):
+    """The module inside a ``DistributedDataParallel``/``DataParallel`` wrapper (or ``model`` itself)."""
+    return model.module if hasattr(model, "module") and isinstance(model.module, torch.nn.Module) else model
