@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 
 from processor import format_metrics, run_evaluation, write_results  # noqa: E402
 from processor.cli import RunContext, base_parser, parse_cli  # noqa: E402
-from utils.distributed import is_main_process  # noqa: E402
+from utils.distributed import is_main_process, main_process_first  # noqa: E402
 from utils.misc import resolve_amp  # noqa: E402
 
 logger = logging.getLogger("test_net")
@@ -54,7 +54,8 @@ def main(argv=None):
 
         cfg, device = ctx.cfg, ctx.device
         check_path(cfg.TEST.WEIGHT, "TEST.WEIGHT")  # fail before the data are prepared
-        _, val_loader, num_query, num_classes, num_cams = make_dataloader(cfg)
+        with main_process_first():
+            _, val_loader, num_query, num_classes, num_cams = make_dataloader(cfg)
         model = build_model(cfg, num_classes, num_cams)
         model.load_param(cfg.TEST.WEIGHT, key="TEST.WEIGHT")  # ID classifiers of another shape are skipped
         model.to(device)

@@ -17,6 +17,7 @@ utils.prefer_passive_omp()  # before torch is imported
 from processor import Trainer, convert_sync_bn  # noqa: E402
 from processor.cli import RunContext, base_parser, parse_cli  # noqa: E402
 from utils.checkpoint import find_last_checkpoint  # noqa: E402
+from utils.distributed import main_process_first  # noqa: E402
 
 logger = logging.getLogger("train_net")
 
@@ -35,7 +36,8 @@ def build_trainer(cfg, device):
     from model import build_model
     from solver import build_optimizer, build_scheduler
 
-    train_loader, val_loader, num_query, num_classes, num_cams = make_dataloader(cfg)
+    with main_process_first():  # rank 0 generates/checks the data before the others read them
+        train_loader, val_loader, num_query, num_classes, num_cams = make_dataloader(cfg)
     logger.info("data: %d train identities, %d cameras, %d train batches/epoch, %d query + %d gallery images",
                 num_classes, num_cams, len(train_loader), num_query, len(val_loader.dataset) - num_query)
     model = build_model(cfg, num_classes, num_cams).to(device)

@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from model.backbones.weights import load_checked, strip_prefix
 from utils.checkpoint import (BEST_CHECKPOINT, CheckpointError, atomic_torch_save, atomic_write_text,
                               load_checkpoint, save_checkpoint)
 from utils.distributed import broadcast_buffers, get_rank, get_world_size, is_dist, is_main_process
@@ -167,8 +168,6 @@ class Trainer:
         missing = [k for k in ("model", "optimizer", "scheduler", "epoch") if k not in ckpt]
         if missing:
             raise CheckpointError(f"{path} is not a training checkpoint (no {', '.join(missing)}); cannot resume")
-        from model.backbones.weights import load_checked, strip_prefix
-
         load_checked(self.model, strip_prefix(ckpt["model"]), "--resume", path, "a checkpoint of this model")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])

@@ -17,7 +17,8 @@ import train_net
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "configs", "Synthetic", "tiny.yml")
-EPOCHS = 4
+EPOCHS = 8
+RESUME_AFTER = 4  # a checkpoint epoch of the tiny config (CHECKPOINT_PERIOD 4)
 
 
 def tiny_args(data_root, output_dir, *opts):
@@ -74,7 +75,7 @@ def test_training_learns_and_writes_outputs(trained):
     best = load(out / "model_best.pth")
     assert best["epoch"] == results["best"]["epoch"]
 
-    assert "MAX_EPOCHS: 4" in (out / "config.yaml").read_text()
+    assert f"MAX_EPOCHS: {EPOCHS}" in (out / "config.yaml").read_text()
     log = (out / "train.log").read_text()
     assert "validation, untrained model" in log and f"epoch {EPOCHS}/{EPOCHS}" in log
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(out))
@@ -83,9 +84,9 @@ def test_training_learns_and_writes_outputs(trained):
 def test_resume_gives_identical_weights(trained, data_root, tmp_path):
     out, _ = trained
     resumed = tmp_path / "resumed"
-    copy_checkpoint(out, resumed, 1)
+    copy_checkpoint(out, resumed, RESUME_AFTER)
     summary = train_net.main(tiny_args(data_root, resumed) + ["--resume"])
-    assert [e["epoch"] for e in summary["epochs"]] == list(range(2, EPOCHS + 1))
+    assert [e["epoch"] for e in summary["epochs"]] == list(range(RESUME_AFTER + 1, EPOCHS + 1))
     straight = load(out / f"checkpoint_epoch{EPOCHS}.pth")
     again = load(resumed / f"checkpoint_epoch{EPOCHS}.pth")
     assert straight["model"].keys() == again["model"].keys()
@@ -122,7 +123,7 @@ def test_test_net_reproduces_final_evaluation(trained, data_root, tmp_path):
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(trained, data_root, tmp_path, monkeypatch):
     out, _ = trained
     run = tmp_path / "nan"
-    copy_checkpoint(out, run, 1)
+    copy_checkpoint(out, run, RESUME_AFTER)
     import loss
 
     real_build = loss.build_loss
@@ -140,7 +141,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(trained, data_root, tmp
     with pytest.raises(SystemExit) as info:
         train_net.main(tiny_args(data_root, run) + ["--resume"])
     message = str(info.value.code)
-    assert "non-finite training loss" in message and "epoch 2, iteration 2/" in message
-    assert sorted(n for n in os.listdir(run) if n.endswith(".pth")) == ["checkpoint_epoch1.pth"]
-    assert (run / "last_checkpoint").read_text().strip() == "checkpoint_epoch1.pth"
+    assert "non-finite training loss" in message and f"epoch {RESUME_AFTER + 1}, iteration 2/" in message
+    assert sorted(n for n in os.listdir(run) if n.endswith(".pth")) == [f"checkpoint_epoch{RESUME_AFTER}.pth"]
+    assert (run / "last_checkpoint").read_text().strip() == f"checkpoint_epoch{RESUME_AFTER}.pth"
     assert "non-finite training loss" in (run / "train.log").read_text()

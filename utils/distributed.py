@@ -5,6 +5,7 @@ gathering tensors of different lengths.
 ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init_distributed` reads them (no extra flag). A plain
 ``python train_net.py`` runs as a single process with every helper below degrading to a no-op.
 """
+import contextlib
 import datetime
 import logging
 import os
@@ -71,6 +72,18 @@ def cleanup_distributed():
 def barrier():
     if is_dist():
         dist.barrier()
+
+
+@contextlib.contextmanager
+def main_process_first():
+    """Run the block on rank 0 first, then on the other ranks (e.g. generating a dataset once)."""
+    if is_dist() and not is_main_process():
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if is_dist() and is_main_process():
+            dist.barrier()
 
 
 def _comm_device():
