@@ -125,7 +125,7 @@ def test_cli_extracts_and_ranks(trained, tmp_path, capsys):
     data = np.load(tmp_path / "f.npz")
     assert data["features"].shape[0] == 4 and list(data["paths"]) == sorted(paths)
     extract_features.main(["--query", images, "--gallery", images, "--out", str(tmp_path / "r.npz"),
-                           "--topk", "3"] + overrides)
+                           "--topk", "3", "--figure-queries", "2"] + overrides)
     ranked = np.load(tmp_path / "r.npz")
     assert ranked["ranking"].shape == (4, 3) and (ranked["ranking"][:, 0] == np.arange(4)).all()  # itself first
     assert os.path.getsize(tmp_path / "r_ranked.png") > 1000

@@ -5,7 +5,7 @@
     python tools/extract_features.py --config_file F --images DIR --out feats.npz TEST.WEIGHT W
     # rank one folder against another: prints the top-k per query, writes feats.npz and a ranked-list PNG
     python tools/extract_features.py --config_file F --query QDIR --gallery GDIR --out feats.npz \\
-        [--figure ranked.png] [--topk 10] TEST.WEIGHT W
+        [--figure ranked.png] [--topk 10] [--figure-queries 8] TEST.WEIGHT W
 
 Images are preprocessed once with the test transform (resize to INPUT.SIZE_TEST, normalise); the
 feature is the model's evaluation feature (TEST.FEAT, TEST.NECK_FEAT, TEST.FEAT_NORM). Camera ids are
@@ -41,6 +41,7 @@ def parse_args(argv=None):
     parser.add_argument("--out", required=True, help="output .npz file")
     parser.add_argument("--figure", help="ranked-list PNG (default: next to --out, <out>_ranked.png)")
     parser.add_argument("--topk", type=int, default=10)
+    parser.add_argument("--figure-queries", type=int, default=8, help="queries drawn in the figure (the first N)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. TEST.WEIGHT path")
     args = parser.parse_args(argv)
     if bool(args.images) == bool(args.query or args.gallery):
@@ -78,12 +79,15 @@ def rank(extractor, args):
     def shown(paths):
         return vis.to_display(extractor.preprocess(paths), cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
 
-    needed = sorted({int(g) for g in ranking.flat if g >= 0})
+    n = min(args.figure_queries, len(q_paths))
+    drawn = ranking[:n]
+    needed = sorted({int(g) for g in drawn.flat if g >= 0})
     gallery_images = dict(zip(needed, shown([g_paths[g] for g in needed])))
-    distances = [[dist[i, g] if g >= 0 else 0.0 for g in row] for i, row in enumerate(ranking)]
+    distances = [[dist[i, g] if g >= 0 else 0.0 for g in row] for i, row in enumerate(drawn)]
     figure = args.figure or os.path.splitext(args.out)[0] + "_ranked.png"
-    names = [os.path.relpath(p, args.query) for p in q_paths]
-    vis.plot_ranked_list(shown(q_paths), gallery_images, ranking, figure, matches, distances, names)
+    names = [os.path.relpath(p, args.query) for p in q_paths[:n]]
+    vis.plot_ranked_list(shown(q_paths[:n]), gallery_images, drawn, figure, None if matches is None else matches[:n],
+                         distances, names)
     print(f"ranked lists: {figure}")
     return {"query_features": qf, "query_paths": np.array(q_paths), "gallery_features": gf,
             "gallery_paths": np.array(g_paths), "distances": dist, "ranking": ranking}

@@ -3,7 +3,7 @@
 
     # your own images (no camera ids: the mean camera embedding is used)
     python tools/visualize.py --config_file F --images DIR [--images b.jpg] --out vis/ TEST.WEIGHT W
-    # the first 4 queries of the configured dataset (their camera ids), with their ranked lists
+    # 4 queries of the configured dataset (with their camera ids) and their ranked lists
     python tools/visualize.py --config_file F --dataset-queries 4 --ranked --topk 8 --out vis/ TEST.WEIGHT W
 
 Writes PNGs into --out:
@@ -45,7 +45,7 @@ def parse_args(argv=None):
     src.add_argument("--images", action="append", metavar="PATH",
                      help="an image file or a folder of images (repeat for more)")
     src.add_argument("--dataset-queries", type=int, metavar="N",
-                     help="the first N queries of the configured dataset (DATASETS.NAMES)")
+                     help="N queries of the configured dataset (DATASETS.NAMES), evenly spaced over its query list")
     parser.add_argument("--cams", type=int_list, help="camera id per --images image, comma-separated (-1 = unknown; "
                         "default: all unknown, the mean camera embedding)")
     parser.add_argument("--out", required=True, help="output folder of the PNGs")
@@ -72,11 +72,13 @@ def expand_images(items):
 
 
 def dataset_inputs(cfg, num_queries):
-    """(query records, gallery records) of the configured dataset, the first ``num_queries`` queries."""
+    """(query records, gallery records) of the configured dataset: ``num_queries`` queries evenly spaced
+    over the query list (so that they show different identities), and the whole gallery."""
     from datasets import build_dataset
 
     data = build_dataset(cfg.DATASETS.NAMES, cfg.DATASETS.ROOT_DIR, cfg)
-    return data.query[:num_queries], data.gallery
+    step = max(1, len(data.query) // max(1, num_queries))
+    return data.query[::step][:num_queries], data.gallery
 
 
 def draw_ranked(extractor, cfg, queries, gallery, topk, path, dpi):

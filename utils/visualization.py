@@ -433,7 +433,7 @@ def plot_ranked_list(query_images, gallery_images, ranking, path, matches=None, 
             axes[q, 1 + j].imshow(_with_border(gallery_images[g], BORDER[match]))
             label = f"#{j + 1}"
             if distances is not None:
-                label += f" d={float(distances[q][j]):.2f}"
+                label += f" d={float(distances[q][j]):.3g}"
             axes[q, 1 + j].set_title(label, fontsize=6)
     default = f"top-{k} gallery images per query (blue: query; green: same identity, red: other, grey: unknown)"
     return _save(plt, fig, path, title or default, dpi)
