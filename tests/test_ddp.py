@@ -4,7 +4,6 @@ import json
 import os
 import socket
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -20,11 +19,12 @@ def free_port():
 
 
 def opts(data_root, output_dir):
-    # 15 test identities: 61 val images, so the two shards differ in length (31 / 30). One image per
+    # 15 test identities: 91 val images, so the two shards differ in length (46 / 45). One image per
     # eval batch: CPU kernels may round differently for other batch sizes, which is not what is tested.
     # MODEL.SYNC_BN is ignored on CPU (with a warning), as PyTorch's SyncBatchNorm is CUDA-only.
-    return ["TEST.IMS_PER_BATCH", "1", "DATASETS.ROOT_DIR", str(data_root), "OUTPUT_DIR", str(output_dir), "DATASETS.SYNTHETIC.NUM_TEST_IDS",
-            "15", "SOLVER.MAX_EPOCHS", "1", "SOLVER.WARMUP_EPOCHS", "0", "MODEL.SYNC_BN", "True"]
+    return ["TEST.IMS_PER_BATCH", "1", "DATASETS.ROOT_DIR", str(data_root), "OUTPUT_DIR", str(output_dir),
+            "DATASETS.SYNTHETIC.NUM_TEST_IDS", "15", "SOLVER.MAX_EPOCHS", "1", "SOLVER.WARMUP_EPOCHS", "0",
+            "MODEL.SYNC_BN", "True"]
 
 
 def _worker(rank, port, data_root, output_dir, result_dir):
