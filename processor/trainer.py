@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from loss import id_accuracy
 from model.backbones.weights import load_checked, strip_prefix
 from utils.checkpoint import (BEST_CHECKPOINT, CheckpointError, atomic_torch_save, atomic_write_text,
                               load_checkpoint, save_checkpoint)
@@ -76,12 +77,6 @@ class AverageMeter:
     @property
     def avg(self):
         return self.total / max(self.count, 1)
-
-
-def id_accuracy(outputs, pids):
-    """Mean top-1 ID accuracy over the classifier heads of the model's train-mode output dict."""
-    accs = [(logits.detach().argmax(dim=1) == pids).float().mean() for logits, _ in outputs.values()]
-    return torch.stack(accs).mean()
 
 
 def current_lr(optimizer):
@@ -287,7 +282,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         term_values = OrderedDict((k, float(v.detach().item())) for k, v in terms.items())
-        return value, term_values, float(id_accuracy(outputs, pids).item())
+        return value, term_values, id_accuracy(outputs, pids)
 
     # -------------------------------------------------------------------- evaluation / checkpoints
     def evaluate(self, epoch, record=True):

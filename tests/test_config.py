@@ -27,7 +27,7 @@ def test_defaults_are_the_papers_model():
 def test_base_inheritance_is_relative_to_the_file_and_child_wins(tmp_path):
     (tmp_path / "sub").mkdir()
     _write(tmp_path / "base.yml", "MODEL:\n  FUSION:\n    DIM: 384\n    NUM_HEADS: 6\nSOLVER:\n  BASE_LR: 0.01\n")
-    _write(tmp_path / "sub" / "mid.yml", "_BASE_: ../base.yml\nSOLVER:\n  BASE_LR: 0.02\n  MAX_EPOCHS: 5\n")
+    _write(tmp_path / "sub" / "mid.yml", "_BASE_: ../base.yml\nSOLVER:\n  BASE_LR: 0.02\n  MAX_EPOCHS: 5\n  WARMUP_EPOCHS: 1\n")
     child = _write(tmp_path / "sub" / "child.yml", "_BASE_: mid.yml\nSOLVER:\n  MAX_EPOCHS: 7\n")
     cfg = load_cfg(child, ["SOLVER.SEED", "3"])
     assert cfg.MODEL.FUSION.DIM == 384 and cfg.SOLVER.BASE_LR == 0.02
@@ -53,6 +53,7 @@ def test_base_errors_name_the_file(tmp_path):
     ("MODEL:\n  FUSION:\n    DIM: 100\n", "NUM_HEADS"),
     ("INPUT:\n  SIZE_TRAIN: [256]\n", "INPUT.SIZE_TRAIN"),
     ("- a list\n", "mapping"),
+    ("SOLVER:\n  WARMUP_EPOCHS: 5\n  MAX_EPOCHS: 5\n", "SOLVER.WARMUP_EPOCHS"),
 ])
 def test_bad_yaml_values_name_the_key_and_file(tmp_path, text, expected):
     path = _write(tmp_path / "bad.yml", text)
