@@ -220,13 +220,17 @@ def main():
                       f"mAP {r['mAP']:.6f}  mINP {r['mINP']:.6f}  R1 {r['cmc'][0]:.6f}")
             if "baseline" in best:
                 o, b = best["ours"], best["baseline"]
-                same = (abs(o["mAP"] - b["mAP"]) < 1e-9 and abs(o["mINP"] - b["mINP"]) < 1e-9
-                        and np.allclose(o["cmc"], b["cmc"], atol=1e-12))
+                diff = max(abs(o["mAP"] - b["mAP"]), abs(o["mINP"] - b["mINP"]),
+                           float(np.abs(np.asarray(o["cmc"]) - np.asarray(b["cmc"])).max()))
+                # exact with --stable-baseline; np.argsort's default sort may order exact distance ties
+                # differently from our (stable, by gallery index) order, which moves mINP in the 6th decimal
+                same = "identical" if diff < 1e-9 else f"max difference {diff:.1e}" + (
+                    "" if args.stable_baseline else " (tie order of the unstable baseline sort)")
                 rank_o, rank_b = o["seconds"] - o["dist_seconds"], b["seconds"] - b["dist_seconds"]
                 print(f"without the shared distance matmul (~{o['dist_seconds']:.2f} s): ranking "
                       f"{rank_b:.2f} s vs {rank_o:.2f} s = {rank_b / max(rank_o, 1e-9):.1f}x")
                 print(f"speed-up {b['seconds'] / o['seconds']:.2f}x, memory ratio "
-                      f"{b['extra_bytes'] / max(o['extra_bytes'], 1):.1f}x, identical metrics: {same}")
+                      f"{b['extra_bytes'] / max(o['extra_bytes'], 1):.1f}x, metrics: {same}")
 
 
 if __name__ == "__main__":
