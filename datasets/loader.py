@@ -2,9 +2,10 @@
 import logging
 from collections import defaultdict
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from utils.misc import DATA_STREAM, epoch_seed
 
 from .errors import DatasetError
 from .image_io import DEFAULT_DECODER, read_image
@@ -73,15 +74,10 @@ class ImageDataset(Dataset):
         return same[at + 1:] + same[:at]
 
 
-def epoch_seed(seed, rank, epoch):
-    """The 63-bit seed of the augmentation of one rank in one epoch."""
-    return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
 class SeededDataLoader(DataLoader):
     """A ``DataLoader`` whose random augmentation depends only on (seed, rank, sampler epoch).
 
-    Before each pass its generator is re-seeded from ``epoch_seed(seed, rank, sampler.epoch)``: worker
+    Before each pass its generator is re-seeded from ``epoch_seed(seed, sampler.epoch, rank, DATA_STREAM)``: worker
     processes take their torch/numpy/random seeds from it. Without workers the transforms run on a
     private torch RNG state, so augmentation neither disturbs nor depends on the training's own RNG.
     ``persistent_workers`` must stay off (workers are re-seeded at every pass).
@@ -92,7 +88,7 @@ class SeededDataLoader(DataLoader):
         super().__init__(dataset, generator=torch.Generator(), **kwargs)
 
     def __iter__(self):
-        seed = epoch_seed(self.seed, self.rank, getattr(self.sampler, "epoch", 0))
+        seed = epoch_seed(self.seed, getattr(self.sampler, "epoch", 0), self.rank, DATA_STREAM)
         self.generator.manual_seed(seed)
         if self.num_workers > 0:
             return super().__iter__()

@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbones import build_cnn, build_transformer
-from .backbones.weights import WeightsError, read_state_dict, strip_prefix
+from .backbones.weights import load_checked, read_state_dict, strip_prefix
 from .fusion import HeterogenousTransmissionModule, LocalRefinementUnit, init_fusion_weights
 from .heads import BNNeckHead
 from .pooling import build_pooling
@@ -134,25 +134,26 @@ class FusionReID(nn.Module):
                 if getattr(self.transformer, n, None) is not None}
 
     def load_param(self, path, key="MODEL.PRETRAIN_PATH"):
-        """A whole FusionReID checkpoint (train_net's, or a bare state dict; ``module.`` stripped).
+        """A whole FusionReID checkpoint file (train_net's, or a bare state dict; ``module.`` stripped)."""
+        self.load_trained_state(read_checkpoint_state(path, key), path, key)
+
+    def load_trained_state(self, state, path, key="MODEL.PRETRAIN_PATH"):
+        """Load a FusionReID state dict read from ``path``.
 
         ID classifiers of another shape (another dataset) are skipped with a warning; everything else
-        must match exactly.
+        must match exactly (a ``WeightsError`` naming ``key`` otherwise).
         """
-        state = strip_prefix(read_state_dict(path, key, containers=("model", "state_dict")))
         own = self.state_dict()
+        state = dict(state)
         skipped = [k for k in state if k in own and k.startswith("heads.") and k.endswith("classifier.weight")
                    and state[k].shape != own[k].shape]
         for k in skipped:
             logger.warning("%s: skipping %s of shape %s (this model: %s; another number of identities)",
                            path, k, tuple(state.pop(k).shape), tuple(own[k].shape))
-        missing = [k for k in own if k not in state and k not in skipped]
-        unexpected = [k for k in state if k not in own]
-        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-                  for k in own if k in state and state[k].shape != own[k].shape]
-        if missing or unexpected or shapes:
-            from .backbones.weights import describe_mismatch
-            raise WeightsError(f"{key}: {path} is not a checkpoint of this architecture: "
-                               f"{describe_mismatch(missing, unexpected, shapes)}")
-        self.load_state_dict(state, strict=False)
+        load_checked(self, state, key, path, "a checkpoint of this architecture", ignore_missing=skipped)
         logger.info("loaded FusionReID weights from %s", path)
+
+
+def read_checkpoint_state(path, key):
+    """The model state dict of a FusionReID checkpoint file (``module.`` prefixes stripped)."""
+    return strip_prefix(read_state_dict(path, key, containers=("model", "state_dict")))

@@ -26,8 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from configs import ConfigError, load_cfg  # noqa: E402
-from utils.feature_extractor import FeatureExtractor, folder_identities, list_images  # noqa: E402
+from configs import ConfigError  # noqa: E402
+from utils.feature_extractor import extractor_from_args, folder_identities, list_images  # noqa: E402
 
 logger = logging.getLogger("extract_features")
 
@@ -95,10 +95,8 @@ def rank(extractor, args):
 
 def main(argv=None):
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        cfg = load_cfg(args.config_file, args.opts)
-        extractor = FeatureExtractor(cfg)
+        extractor = extractor_from_args(args)
         if args.images:
             paths, feats = describe(extractor, args.images)
             arrays = {"features": feats, "paths": np.array(paths)}

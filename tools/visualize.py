@@ -23,9 +23,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import ConfigError, load_cfg  # noqa: E402
+from configs import ConfigError  # noqa: E402
 from utils import visualization as vis  # noqa: E402
-from utils.feature_extractor import FeatureExtractor, list_images  # noqa: E402
+from utils.feature_extractor import extractor_from_args, list_images  # noqa: E402
 
 logger = logging.getLogger("visualize")
 
@@ -110,10 +110,9 @@ def display(extractor, images):
 
 def main(argv=None):
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        cfg = load_cfg(args.config_file, args.opts)
-        extractor = FeatureExtractor(cfg)
+        extractor = extractor_from_args(args)
+        cfg = extractor.cfg
         if args.images:
             paths = expand_images(args.images)
             cam_list = args.cams

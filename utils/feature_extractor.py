@@ -40,13 +40,16 @@ WEIGHT_KEY = "TEST.WEIGHT"
 
 # ----------------------------------------------------------------------------- model
 def checkpoint_sizes(path, key=WEIGHT_KEY):
-    """``(num_classes, num_cams)`` of a FusionReID checkpoint, from its tensors' shapes.
+    """``(num_classes, num_cams)`` of a FusionReID checkpoint file, from its tensors' shapes."""
+    from model.fusion_reid import read_checkpoint_state
 
-    ``num_cams`` is None when the checkpoint has no camera embedding.
-    """
-    from model.backbones.weights import WeightsError, read_state_dict, strip_prefix
+    return state_sizes(read_checkpoint_state(path, key), path, key)
 
-    state = strip_prefix(read_state_dict(path, key, containers=("model", "state_dict")))
+
+def state_sizes(state, path, key=WEIGHT_KEY):
+    """``(num_classes, num_cams)`` of a FusionReID state dict; ``num_cams`` is None without a camera embedding."""
+    from model.backbones.weights import WeightsError
+
     classifiers = sorted(k for k in state if k.startswith("heads.") and k.endswith(".classifier.weight"))
     if not classifiers:
         raise WeightsError(f"{key}: {path} has no heads.*.classifier.weight: not a FusionReID checkpoint")
@@ -59,19 +62,30 @@ def load_trained_model(cfg, weight=None, device="cpu"):
     """The model of ``cfg`` with the trained weights ``weight`` (default ``cfg.TEST.WEIGHT``), in eval mode."""
     from model import build_model
     from model.backbones.weights import WeightsError
+    from model.fusion_reid import read_checkpoint_state
 
     weight = weight or cfg.TEST.WEIGHT
     if not weight:
         raise WeightsError(f"{WEIGHT_KEY} is empty: pass a trained model, e.g. {WEIGHT_KEY} "
                            f"output/<run>/model_best.pth")
-    num_classes, num_cams = checkpoint_sizes(weight)
+    state = read_checkpoint_state(weight, WEIGHT_KEY)  # read once: sizes, then weights
+    num_classes, num_cams = state_sizes(state, weight)
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.PRETRAIN_CHOICE = "none"
     cfg.freeze()
     model = build_model(cfg, num_classes, num_cams or 1)
-    model.load_param(weight, key=WEIGHT_KEY)
+    model.load_trained_state(state, weight, key=WEIGHT_KEY)
     return model.to(device).eval()
+
+
+def extractor_from_args(args):
+    """The shared start of the image tools: console logging, ``--config_file`` + ``KEY VALUE`` overrides,
+    and a :class:`FeatureExtractor` of ``TEST.WEIGHT``."""
+    from configs import load_cfg
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return FeatureExtractor(load_cfg(args.config_file, args.opts))
 
 
 def add_mean_camera(model):

@@ -20,14 +20,19 @@ def set_seed(seed):
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def epoch_seed(seed, epoch, rank=0):
-    """The seed of one epoch on one rank: depends only on (seed, epoch, rank).
+# Independent random streams derived from the same (seed, epoch, rank).
+DATA_STREAM, TRAINING_STREAM = 0, 1
 
-    Reseeding with it at the start of every epoch makes the data order, augmentation, dropout and
-    drop-path randomness of an epoch independent of what ran before, so a resumed run repeats an
-    uninterrupted one exactly (on CPU).
+
+def epoch_seed(seed, epoch, rank=0, stream=TRAINING_STREAM):
+    """The 63-bit seed of one random stream of one epoch on one rank: depends only on its arguments.
+
+    ``TRAINING_STREAM`` reseeds the global RNGs at the start of every epoch (dropout, drop-path);
+    ``DATA_STREAM`` seeds the data loader's augmentation. Because an epoch's randomness is
+    independent of what ran before, a resumed run repeats an uninterrupted one exactly (on CPU).
     """
-    return (int(seed) * 1_000_003 + int(epoch) * 7_919 + int(rank) * 104_729) % (2 ** 31 - 1)
+    entropy = [int(seed), int(rank), int(epoch)] + ([int(stream)] if stream != DATA_STREAM else [])
+    return int(np.random.SeedSequence(entropy).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
 def get_rng_state():
