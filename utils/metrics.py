@@ -279,11 +279,3 @@ def evaluate(qf: ArrayLike, gf: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike,
             chunks = ((slice(s, s + chunk_size), dist_fn(q[s: s + chunk_size]))
                       for s in range(0, len(q), chunk_size))
         return _rank_chunks(chunks, *ids, max_rank=max_rank, num_gallery=len(g))
-
-
-def format_results(res: Dict[str, object], ranks: Sequence[int] = (1, 5, 10)) -> str:
-    """One log line: mAP, mINP and CMC at ``ranks`` in percent."""
-    cmc = res["cmc"]
-    parts = [f"mAP {100 * res['mAP']:.1f}%", f"mINP {100 * res['mINP']:.1f}%"]
-    parts += [f"R{r} {100 * cmc[r - 1]:.1f}%" for r in ranks if r <= len(cmc)]
-    return ", ".join(parts)
