@@ -8,7 +8,7 @@ see ``datasets.loader``).
 import torchvision.transforms as T
 from torchvision.transforms import InterpolationMode
 
-# Random erasing as in the paper's official configuration.
+# Random erasing as the authors' released configuration sets it (docs/PAPER.md, "Augmentation").
 ERASE_SCALE = (0.02, 1.0 / 3.0)
 ERASE_RATIO = (0.3, 3.3)
 

@@ -8,8 +8,8 @@ def euclidean_dist(x: torch.Tensor) -> torch.Tensor:
     """Pairwise Euclidean distances [B, B] of the rows of ``x`` (float32).
 
     Euclidean, not squared: the paper writes squared norms in Eq. 11, but the released code (as
-    TransReID) ranks and trains with the plain Euclidean distance. The clamp keeps the square
-    root's gradient finite on the diagonal.
+    TransReID) ranks and trains with the plain Euclidean distance (docs/PAPER.md, "Losses"). The
+    clamp keeps the square root's gradient finite on the diagonal.
     """
     x = x.float()
     sq = (x * x).sum(dim=1)
@@ -32,7 +32,7 @@ class TripletLoss(nn.Module):
     """Batch-hard triplet loss on un-normalised features.
 
     ``margin == 0``: soft margin log(1 + exp(d_ap - d_an)) (Eq. 11), computed as softplus so that
-    it stays finite for any distances (``nn.SoftMarginLoss`` overflows when d_an - d_ap < -100).
+    it stays finite for any distances (``nn.SoftMarginLoss`` overflows in float32 once d_an - d_ap < -88.7).
     ``margin > 0``: hinge max(0, d_ap - d_an + margin). Mean over anchors that have a negative;
     0 (with a graph) when none has.
     """

@@ -127,7 +127,7 @@ def test_t2t_grid_tracks_height_and_width():
     assert t2t.grid_size == (16, 8)
     out = t2t(torch.randn(1, 3, 256, 128), torch.tensor([1]))
     assert out.shape == (1, 1 + 16 * 8, 384)
-    assert 21.0 < count_params(t2t)[0] / 1e6 < 21.2  # paper 21.0M, official architecture 21.1M
+    assert 21.0 < count_params(t2t)[0] / 1e6 < 21.2  # paper 21.0M, released architecture 21.1M (docs/PAPER.md)
 
 
 def test_eval_feature_selection():
@@ -170,7 +170,7 @@ def test_htm_stacking_reuses_the_initial_local_tokens():
 
 
 def test_fusion_unit_parameter_counts_match_released_architecture():
-    # NOTES: SEU 7,087,104 and MFU 7,087,104 parameters at D=768
+    # docs/PAPER.md ("SEU", "MFU"): 7,087,104 parameters each at D=768
     assert sum(p.numel() for p in SharedEncodingUnit(768, 12).parameters()) == 7_087_104
     assert sum(p.numel() for p in MutualFusionUnit(768, 12).parameters()) == 7_087_104
 

@@ -118,7 +118,7 @@ class ReIDVisionTransformer(VisionTransformer):
             if side * side != tokens and tokens != self.patch_embed.num_patches:
                 raise WeightsError(f"{key}: {path}: pos_embed has {tokens} patch positions, not a square grid")
         # timm resamples pos_embed from the pretraining grid (square) to ``patch_embed.grid_size``;
-        # TransReID's way is bilinear without antialiasing.
+        # bilinear without antialiasing, as TransReID and the released FusionReID (docs/PAPER.md, "Backbones").
         return checkpoint_filter_fn(state, self, interpolation="bilinear", antialias=False)
 
     def _read_npz(self, path, key):
