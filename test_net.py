@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 from processor import format_metrics, run_evaluation, write_results  # noqa: E402
 from processor.cli import RunContext, base_parser, parse_cli  # noqa: E402
 from utils.distributed import is_main_process, main_process_first  # noqa: E402
+from utils.errors import cli_entry  # noqa: E402
 from utils.misc import resolve_amp  # noqa: E402
 
 logger = logging.getLogger("test_net")
@@ -44,6 +45,7 @@ def save_features(path, feats, pids, camids, num_query):
     logger.info("features saved to %s", path)
 
 
+@cli_entry
 def main(argv=None):
     args = parse_args(argv)
     # The weights come from TEST.WEIGHT: no backbone initialisation from ImageNet files.

@@ -18,6 +18,7 @@ from processor import Trainer, convert_sync_bn  # noqa: E402
 from processor.cli import RunContext, base_parser, parse_cli  # noqa: E402
 from utils.checkpoint import find_last_checkpoint  # noqa: E402
 from utils.distributed import main_process_first  # noqa: E402
+from utils.errors import cli_entry  # noqa: E402
 
 logger = logging.getLogger("train_net")
 
@@ -49,6 +50,7 @@ def build_trainer(cfg, device):
     return Trainer(cfg, model, loss_fn, optimizer, scheduler, train_loader, val_loader, num_query, device)
 
 
+@cli_entry
 def main(argv=None):
     args = parse_args(argv)
     with RunContext(args.config_file, args.opts, "train.log") as ctx:

@@ -20,6 +20,7 @@ from configs import load_cfg  # noqa: E402
 from datasets import build_dataset, make_dataloader  # noqa: E402
 from datasets.image_io import DECODERS  # noqa: E402
 from datasets.transforms import build_transforms  # noqa: E402
+from utils.errors import cli_entry  # noqa: E402
 
 
 def loader_images_per_second(cfg, num_workers, batches):
@@ -53,6 +54,7 @@ def per_image_seconds(function, items, repeats=3):
     return best
 
 
+@cli_entry
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config_file", default="")

@@ -40,6 +40,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from utils.errors import cli_entry  # noqa: E402
+
 CENTRE_SCALE = 2.3  # gives mAP ~0.86, R1 ~0.99, mINP ~0.41 at Market scale
 
 SCALES = {
@@ -181,6 +183,7 @@ def run_child(method, scale, dim, args):
     return json.loads(out.strip().splitlines()[-1])
 
 
+@cli_entry
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", nargs="+", default=["market"], choices=sorted(SCALES))

@@ -28,6 +28,7 @@ utils.prefer_passive_omp()  # before torch is imported
 import torch  # noqa: E402
 
 from configs import load_cfg  # noqa: E402
+from utils.errors import cli_entry  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
 from utils.misc import autocast, make_grad_scaler, resolve_amp, resolve_device, set_seed  # noqa: E402
 
@@ -82,6 +83,7 @@ def build(cfg, num_classes, device, num_cams=6):
     return model, build_loss(cfg, num_classes), build_optimizer(cfg, model)
 
 
+@cli_entry
 def main(argv=None):
     args = parse_args(argv)
     setup_logger(None)

@@ -8,6 +8,8 @@ import os
 import yaml
 from yacs.config import CfgNode as CN
 
+from utils.errors import ConfigError  # defined with the other user errors; exported as configs.ConfigError
+
 from .defaults import get_cfg_defaults
 
 BASE_KEY = "_BASE_"
@@ -30,10 +32,6 @@ CHOICES = {
     "TEST.NECK_FEAT": ("before", "after"),
     "TEST.METRIC": ("euclidean", "cosine"),
 }
-
-
-class ConfigError(ValueError):
-    """A configuration file or override that cannot be used; the message says which key and why."""
 
 
 def _read_yaml(path, chain=()):

@@ -1,6 +1,8 @@
 """Building FusionReID from the config."""
 import logging
 
+from utils.errors import ConfigError
+
 from .fusion_reid import FusionReID
 
 logger = logging.getLogger("fusionreid.model")
@@ -21,8 +23,8 @@ def build_model(cfg, num_classes, num_cams):
         mlp_ratio=cfg.MODEL.FUSION.MLP_RATIO, pooling=cfg.MODEL.POOLING, gem_p=cfg.MODEL.GEM_P,
         test_feat=cfg.TEST.FEAT, neck_feat=cfg.TEST.NECK_FEAT, feat_norm=cfg.TEST.FEAT_NORM)
     if tuple(cfg.INPUT.SIZE_TEST) != tuple(cfg.INPUT.SIZE_TRAIN) and cfg.MODEL.TRANSFORMER.NAME:
-        raise ValueError(f"INPUT.SIZE_TEST {list(cfg.INPUT.SIZE_TEST)} differs from INPUT.SIZE_TRAIN "
-                         f"{list(cfg.INPUT.SIZE_TRAIN)}: the Transformer's position embedding is built for one size")
+        raise ConfigError(f"INPUT.SIZE_TEST {list(cfg.INPUT.SIZE_TEST)} differs from INPUT.SIZE_TRAIN "
+                          f"{list(cfg.INPUT.SIZE_TRAIN)}: the Transformer's position embedding is built for one size")
     choice = cfg.MODEL.PRETRAIN_CHOICE
     if choice == "imagenet":
         for branch, path, key in ((model.cnn, cfg.MODEL.CNN.PRETRAIN_PATH, "MODEL.CNN.PRETRAIN_PATH"),

@@ -6,6 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.errors import ConfigError
+
 from .backbones import build_cnn, build_transformer
 from .backbones.weights import load_checked, read_state_dict, strip_prefix
 from .fusion import HeterogenousTransmissionModule, LocalRefinementUnit, init_fusion_weights
@@ -33,11 +35,11 @@ class FusionReID(nn.Module):
                  test_feat="all", neck_feat="before", feat_norm=True):
         super().__init__()
         if htm_layers and not (cnn_name and transformer_name):
-            raise ValueError("MODEL.FUSION.HTM_LAYERS > 0 fuses two branches: set both MODEL.CNN.NAME and "
-                             "MODEL.TRANSFORMER.NAME, or HTM_LAYERS 0")
+            raise ConfigError("MODEL.FUSION.HTM_LAYERS > 0 fuses two branches: set both MODEL.CNN.NAME and "
+                              "MODEL.TRANSFORMER.NAME, or HTM_LAYERS 0")
         if htm_layers and not lru:
-            raise ValueError("MODEL.FUSION.HTM_LAYERS > 0 needs MODEL.FUSION.LRU True: the LRUs bring both "
-                             "branches to the fused dimension D")
+            raise ConfigError("MODEL.FUSION.HTM_LAYERS > 0 needs MODEL.FUSION.LRU True: the LRUs bring both "
+                              "branches to the fused dimension D")
         dims = OrderedDict()
         self.cnn = self.transformer = None
         if cnn_name:
@@ -67,8 +69,8 @@ class FusionReID(nn.Module):
         self.feature_dims = OrderedDict((n, dims[n]) for n in FEATURE_NAMES if n in dims)
         self.heads = nn.ModuleDict({n: BNNeckHead(d, num_classes) for n, d in self.feature_dims.items()})
         if test_feat != "all" and test_feat not in self.feature_dims:
-            raise ValueError(f"TEST.FEAT {test_feat!r} is not produced by this model; it has "
-                             f"{', '.join(['all', *self.feature_dims])}")
+            raise ConfigError(f"TEST.FEAT {test_feat!r} is not produced by this model; it has "
+                              f"{', '.join(['all', *self.feature_dims])}")
         self.test_feat, self.neck_feat, self.feat_norm = test_feat, neck_feat, feat_norm
         self.num_classes = num_classes
 

@@ -1,20 +1,19 @@
-"""What ``train_net.py`` and ``test_net.py`` share: argument parsing, process setup (device, process
-group, logging, seeding, the saved config) and turning expected failures into one-line messages."""
+"""What ``train_net.py`` and ``test_net.py`` share: argument parsing and process setup (device, process
+group, logging, seeding, the saved config). User errors become one-line messages through
+:mod:`utils.errors` (``cli_entry`` on ``main``; :class:`RunContext` first logs their traceback)."""
 import argparse
 import logging
 import os
 import sys
-import traceback
 
 import torch
 
-from configs import ConfigError, load_cfg
-from utils.checkpoint import CheckpointError, atomic_write_text
+from configs import load_cfg
+from utils.checkpoint import atomic_write_text
 from utils.distributed import cleanup_distributed, env_local_rank, get_rank, get_world_size, init_distributed
+from utils.errors import exit_on_user_error, is_user_error, script_name, user_exit
 from utils.logger import close_logger, setup_logger
 from utils.misc import resolve_device, set_seed
-
-from .trainer import NonFiniteLossError
 
 logger = logging.getLogger(__name__)
 
@@ -47,46 +46,25 @@ def parse_cli(parser, argv=None):
     return args
 
 
-def expected_errors():
-    """Failures that deserve a one-line message rather than a traceback.
-
-    Configuration errors, unusable checkpoints, a diverging loss, dataset errors
-    (``datasets.DatasetError``), unusable pretrained weight files (``model.WeightsError``) and missing
-    files.
-    """
-    import importlib
-
-    errors = [ConfigError, CheckpointError, NonFiniteLossError, FileNotFoundError]
-    for module, name in (("datasets", "DatasetError"), ("model", "WeightsError")):
-        try:
-            error = getattr(importlib.import_module(module), name, None)
-        except ImportError:
-            continue
-        if isinstance(error, type) and issubclass(error, BaseException):
-            errors.append(error)
-    return tuple(errors)
-
-
 class RunContext:
     """The per-process setup of one run: config, device, process group, logger, output folder.
 
     Use as ``with RunContext(args, 'train.log') as ctx: ...``. Leaving it destroys the process group
-    and closes the log file; expected failures (see :func:`expected_errors`) become
-    ``SystemExit('<script>: error: <message>')`` (exit code 1) with the traceback kept in the log.
+    and closes the log file; user errors (:data:`utils.errors.USER_ERRORS`: config, dataset, weights,
+    checkpoint, diverging loss, missing file) become ``SystemExit('<script>: error: <message>')``
+    (exit code 1, :func:`utils.errors.user_exit`) with the traceback kept in the log.
     """
 
     def __init__(self, config_file, opts, log_name, overrides=None):
-        self.script = os.path.basename(sys.argv[0]) or "fusionreid"
+        self.script = script_name()
         self.config_file, self.opts, self.log_name = config_file, opts, log_name
         self.overrides = overrides or []
         self.cfg = self.device = None
 
     def __enter__(self):
-        try:
+        with exit_on_user_error(self.script):
             self.cfg = load_cfg(self.config_file, list(self.opts or []) + list(self.overrides))
             self.device = resolve_device(self.cfg.MODEL.DEVICE, env_local_rank())
-        except (ConfigError, RuntimeError) as e:
-            raise SystemExit(f"{self.script}: error: {e}") from None
         init_distributed(self.device)
         setup_logger(self.cfg.OUTPUT_DIR, get_rank(), filename=self.log_name)
         logger.info("%s %s | torch %s | device %s | %d process(es)", self.script, " ".join(sys.argv[1:]),
@@ -106,10 +84,9 @@ class RunContext:
 
     def __exit__(self, exc_type, exc, tb):
         cleanup_distributed()
-        if exc_type is not None and issubclass(exc_type, expected_errors()):
-            logger.debug("stopped by:\n%s", "".join(traceback.format_exception(exc_type, exc, tb)))
-            message = str(exc).strip().replace("\n", " ") or exc_type.__name__
+        if exc is not None and is_user_error(exc):
+            stop = user_exit(exc, self.script)  # logs the traceback while the log file is still open
             close_logger()
-            raise SystemExit(f"{self.script}: error: {message}") from None
+            raise stop from None
         close_logger()
         return False

@@ -24,6 +24,7 @@ from model.backbones.weights import load_checked, strip_prefix
 from utils.checkpoint import (BEST_CHECKPOINT, CheckpointError, atomic_torch_save, atomic_write_text,
                               load_checkpoint, save_checkpoint)
 from utils.distributed import broadcast_buffers, get_rank, get_world_size, is_dist, is_main_process
+from utils.errors import FusionReIDError
 from utils.misc import autocast, epoch_seed, get_rng_state, make_grad_scaler, resolve_amp, set_rng_state, set_seed
 
 from .inference import METRIC_KEYS, format_metrics, run_evaluation
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 RESULTS_FILE = "results.json"
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(FusionReIDError, RuntimeError):
     """The training loss became NaN or infinite; the message names the epoch and iteration."""
 
 

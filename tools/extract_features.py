@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from configs import ConfigError  # noqa: E402
+from utils.errors import cli_entry  # noqa: E402
 from utils.feature_extractor import extractor_from_args, folder_identities, list_images  # noqa: E402
 
 logger = logging.getLogger("extract_features")
@@ -93,17 +93,15 @@ def rank(extractor, args):
             "gallery_paths": np.array(g_paths), "distances": dist, "ranking": ranking}
 
 
+@cli_entry
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        extractor = extractor_from_args(args)
-        if args.images:
-            paths, feats = describe(extractor, args.images)
-            arrays = {"features": feats, "paths": np.array(paths)}
-        else:
-            arrays = rank(extractor, args)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as e:
-        sys.exit(f"error: {e}")
+    extractor = extractor_from_args(args)
+    if args.images:
+        paths, feats = describe(extractor, args.images)
+        arrays = {"features": feats, "paths": np.array(paths)}
+    else:
+        arrays = rank(extractor, args)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     np.savez(args.out, **arrays)
     print(f"features: {args.out} ({', '.join(f'{k} {tuple(v.shape)}' for k, v in arrays.items())})")

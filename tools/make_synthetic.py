@@ -14,12 +14,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import ConfigError, load_cfg  # noqa: E402
-from datasets import DatasetError  # noqa: E402
+from configs import load_cfg  # noqa: E402
 from datasets.synthetic import SYNTHETIC_FOLDER  # noqa: E402
 from datasets.synthetic_generator import SyntheticParams, ensure_generated  # noqa: E402
+from utils.errors import cli_entry  # noqa: E402
 
 
+@cli_entry
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config_file", default="", help="YAML config (default: the repository defaults)")
@@ -27,16 +28,12 @@ def main(argv=None):
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    try:
-        cfg = load_cfg(args.config_file, args.opts)
-        params = SyntheticParams.from_cfg(cfg)
-        target = os.path.join(cfg.DATASETS.ROOT_DIR, SYNTHETIC_FOLDER)
-        start = time.perf_counter()
-        written = ensure_generated(target, params, force=args.force)
-        seconds = time.perf_counter() - start
-    except (ConfigError, DatasetError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    cfg = load_cfg(args.config_file, args.opts)
+    params = SyntheticParams.from_cfg(cfg)
+    target = os.path.join(cfg.DATASETS.ROOT_DIR, SYNTHETIC_FOLDER)
+    start = time.perf_counter()
+    written = ensure_generated(target, params, force=args.force)
+    seconds = time.perf_counter() - start
     stats = params.expected_statistics()
     print(f"{'generated' if written else 'up to date'}: {os.path.abspath(target)}"
           + (f" in {seconds:.1f} s" if written else ""))

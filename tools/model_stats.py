@@ -19,10 +19,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import ConfigError, load_cfg  # noqa: E402
+from configs import load_cfg  # noqa: E402
 from configs.paper_tables import TABLES  # noqa: E402
 from model import build_model  # noqa: E402
 from model.complexity import count_macs, count_params, subtree_macs  # noqa: E402
+from utils.errors import cli_entry  # noqa: E402
 
 NUM_CAMS = 15  # MSMT17, the dataset of the ablation tables (only the camera embedding depends on it)
 NUM_CLASSES = 1041
@@ -91,6 +92,7 @@ def print_model(config_file, opts):
     print(json.dumps(out))
 
 
+@cli_entry
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config_file", default="", help="YAML config (defaults: the paper's model)")
@@ -98,13 +100,10 @@ def main(argv=None):
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if args.table:
-            print_table(args.table, args.config_file, args.opts)
-        else:
-            print_model(args.config_file, args.opts)
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
+    if args.table:
+        print_table(args.table, args.config_file, args.opts)
+    else:
+        print_model(args.config_file, args.opts)
 
 
 if __name__ == "__main__":

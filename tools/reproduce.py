@@ -39,6 +39,7 @@ sys.path.insert(0, ROOT)
 
 from configs import ConfigError, load_cfg  # noqa: E402
 from configs.paper_tables import TABLE1, TABLES, Row  # noqa: E402
+from utils.errors import FusionReIDError, cli_entry  # noqa: E402
 
 logger = logging.getLogger("reproduce")
 
@@ -324,32 +325,31 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+@cli_entry
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    load_cfg("", args.opts)  # a bad override fails here, once, naming the key
     title, _ = table_rows(args.table)
     runs = list_runs(args.table)
     missing = [r.config for r in runs if not os.path.isfile(r.config)]
     if missing:
-        sys.exit(f"error: config files missing for table {args.table}: {', '.join(missing)}")
+        raise ConfigError(f"config files missing for table {args.table}: {', '.join(missing)}")
     index = ResultIndex(args.opts)
-    try:
-        print(f"# {title}: {len(runs)} runs")
-        for run in runs:
-            print(f"- {run.row.name}: {os.path.relpath(run.config, ROOT)}")
-        failed = []
-        if not args.no_train:
-            failed = train_missing(runs, index, args.launcher, args.gpus, args.dry_run)
-        rows = collect(runs, index, args.metrics, stats=not (args.no_stats or args.dry_run))
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
+    print(f"# {title}: {len(runs)} runs")
+    for run in runs:
+        print(f"- {run.row.name}: {os.path.relpath(run.config, ROOT)}")
+    failed = []
+    if not args.no_train:
+        failed = train_missing(runs, index, args.launcher, args.gpus, args.dry_run)
+    rows = collect(runs, index, args.metrics, stats=not (args.no_stats or args.dry_run))
     print()
     print(markdown_table(title, rows))
     if args.table in FIGURE_AXES and not args.dry_run:
         path = plot_figure(args.table, runs, rows, os.path.join(args.plot_dir, f"{args.table}.png"), args.opts)
         print(f"plot: {path}")
     if failed:
-        sys.exit(f"error: {len(failed)} run(s) failed: {', '.join(r.row.name for r in failed)}")
+        raise FusionReIDError(f"{len(failed)} run(s) failed: {', '.join(r.row.name for r in failed)}")
 
 
 if __name__ == "__main__":

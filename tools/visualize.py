@@ -23,8 +23,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import ConfigError  # noqa: E402
 from utils import visualization as vis  # noqa: E402
+from utils.errors import cli_entry  # noqa: E402
 from utils.feature_extractor import extractor_from_args, list_images  # noqa: E402
 
 logger = logging.getLogger("visualize")
@@ -108,53 +108,51 @@ def display(extractor, images):
     return vis.to_display(extractor.preprocess(images), cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
 
 
+@cli_entry
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        extractor = extractor_from_args(args)
-        cfg = extractor.cfg
-        if args.images:
-            paths = expand_images(args.images)
-            cam_list = args.cams
-            names = [os.path.basename(p) for p in paths]
-            queries = gallery = None
-        else:
-            queries, gallery = dataset_inputs(cfg, args.dataset_queries)
-            paths, cam_list = [r[0] for r in queries], [r[2] for r in queries]
-            names = [f"id {r[1]} cam {r[2]}" for r in queries]
-        images = extractor.preprocess(paths)
-        cams = extractor.camera_ids(cam_list, len(paths)).to(extractor.device)
-        images = images.to(extractor.device)
-        shown = vis.to_display(images, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
-        model = extractor.model
-        os.makedirs(args.out, exist_ok=True)
+    extractor = extractor_from_args(args)
+    cfg = extractor.cfg
+    if args.images:
+        paths = expand_images(args.images)
+        cam_list = args.cams
+        names = [os.path.basename(p) for p in paths]
+        queries = gallery = None
+    else:
+        queries, gallery = dataset_inputs(cfg, args.dataset_queries)
+        paths, cam_list = [r[0] for r in queries], [r[2] for r in queries]
+        names = [f"id {r[1]} cam {r[2]}" for r in queries]
+    images = extractor.preprocess(paths)
+    cams = extractor.camera_ids(cam_list, len(paths)).to(extractor.device)
+    images = images.to(extractor.device)
+    shown = vis.to_display(images, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
+    model = extractor.model
+    os.makedirs(args.out, exist_ok=True)
 
-        cams_maps, classes = vis.grad_cam(model, images, cams, args.head, args.target, args.class_id)
-        target = ("feature norm" if args.target == "norm" else "ID logit of the "
-                  + ("given" if args.class_id else "predicted") + " class")
-        print(vis.plot_gradcam(shown, cams_maps, os.path.join(args.out, "gradcam.png"), names,
-                               f"Grad-CAM, target: {target} (head: {args.head})", args.dpi))
-        if classes is not None:
-            print("classes used: " + ", ".join(f"{n}: {c}" for n, c in zip(names, classes.tolist())))
-        if len(model.htm):
-            grids = vis.attention_grids(model, images, cams)
-            print(vis.plot_attention_summary(shown, grids, os.path.join(args.out, "attention.png"), names,
-                                             dpi=args.dpi))
-            for i in args.heads_of:
-                if 0 <= i < len(paths):
-                    print(vis.plot_attention(shown[i], grids, os.path.join(args.out, f"attention_heads_{i}.png"), i,
-                                             f"HTM attention weights per head: {names[i]}", args.dpi))
+    cams_maps, classes = vis.grad_cam(model, images, cams, args.head, args.target, args.class_id)
+    target = ("feature norm" if args.target == "norm" else "ID logit of the "
+              + ("given" if args.class_id else "predicted") + " class")
+    print(vis.plot_gradcam(shown, cams_maps, os.path.join(args.out, "gradcam.png"), names,
+                           f"Grad-CAM, target: {target} (head: {args.head})", args.dpi))
+    if classes is not None:
+        print("classes used: " + ", ".join(f"{n}: {c}" for n, c in zip(names, classes.tolist())))
+    if len(model.htm):
+        grids = vis.attention_grids(model, images, cams)
+        print(vis.plot_attention_summary(shown, grids, os.path.join(args.out, "attention.png"), names,
+                                         dpi=args.dpi))
+        for i in args.heads_of:
+            if 0 <= i < len(paths):
+                print(vis.plot_attention(shown[i], grids, os.path.join(args.out, f"attention_heads_{i}.png"), i,
+                                         f"HTM attention weights per head: {names[i]}", args.dpi))
+    else:
+        logger.info("the model has no HTM: no attention figures")
+    if args.ranked:
+        if queries is None:
+            logger.warning("--ranked needs --dataset-queries (for your own images use tools/extract_features.py "
+                           "--query DIR --gallery DIR)")
         else:
-            logger.info("the model has no HTM: no attention figures")
-        if args.ranked:
-            if queries is None:
-                logger.warning("--ranked needs --dataset-queries (for your own images use tools/extract_features.py "
-                               "--query DIR --gallery DIR)")
-            else:
-                print(draw_ranked(extractor, cfg, queries, gallery, args.topk,
-                                  os.path.join(args.out, "ranked_list.png"), args.dpi))
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as e:
-        sys.exit(f"error: {e}")
+            print(draw_ranked(extractor, cfg, queries, gallery, args.topk,
+                              os.path.join(args.out, "ranked_list.png"), args.dpi))
 
 
 if __name__ == "__main__":

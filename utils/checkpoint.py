@@ -17,6 +17,8 @@ import tempfile
 
 import torch
 
+from .errors import FusionReIDError
+
 logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last_checkpoint"
@@ -24,7 +26,7 @@ BEST_CHECKPOINT = "model_best.pth"
 _CKPT_RE = re.compile(r"^checkpoint_epoch(\d+)\.pth$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(FusionReIDError, RuntimeError):
     """A checkpoint that is missing, unreadable, or does not fit the model."""
 
 

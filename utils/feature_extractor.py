@@ -32,6 +32,8 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from .errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -165,12 +167,12 @@ class FeatureExtractor:
             cam_ids = [None] * n
         cam_ids = [-1 if c is None else int(c) for c in cam_ids]
         if len(cam_ids) != n:
-            raise ValueError(f"{len(cam_ids)} camera ids for {n} images")
+            raise UsageError(f"{len(cam_ids)} camera ids for {n} images")
         if self.unknown_cam is None:
             return torch.zeros(n, dtype=torch.long)  # no camera embedding: the ids are not used
         bad = [c for c in cam_ids if c < -1 or c >= self.unknown_cam]
         if bad:
-            raise ValueError(f"camera ids must be in [0, {self.unknown_cam}) (the checkpoint's cameras) or -1 "
+            raise UsageError(f"camera ids must be in [0, {self.unknown_cam}) (the checkpoint's cameras) or -1 "
                              f"for unknown, got {bad[:5]}")
         return torch.tensor([self.unknown_cam if c == -1 else c for c in cam_ids], dtype=torch.long)
 

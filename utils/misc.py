@@ -8,6 +8,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 
@@ -73,13 +75,13 @@ def resolve_device(name="auto", local_rank=0):
     """``MODEL.DEVICE`` ('auto' | 'cuda' | 'cpu') as a ``torch.device``; 'cuda' uses GPU ``local_rank``.
 
     Raises:
-        RuntimeError: 'cuda' asked for but not available.
+        ConfigError: 'cuda' asked for but not available.
     """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("MODEL.DEVICE is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
+            raise ConfigError("MODEL.DEVICE is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")

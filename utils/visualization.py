@@ -45,6 +45,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 BRANCHES = ("cnn", "transformer")
@@ -188,21 +190,21 @@ def _score(model, feats, head, target, class_ids):
     heads = list(model.feature_dims) if head == "all" else [head]
     unknown = [h for h in heads if h not in model.feature_dims]
     if unknown:
-        raise ValueError(f"head {unknown[0]!r} is not a feature of this model; it has "
+        raise UsageError(f"head {unknown[0]!r} is not a feature of this model; it has "
                          f"{', '.join(['all', *model.feature_dims])}")
     if target == "norm":
         return sum(feats[h].norm(dim=1) for h in heads).sum(), None
     if target != "class":
-        raise ValueError(f"Grad-CAM target must be 'class' or 'norm', got {target!r}")
+        raise UsageError(f"Grad-CAM target must be 'class' or 'norm', got {target!r}")
     logits = sum(model.heads[h](feats[h])[0] for h in heads)
     if class_ids is None:
         classes = logits.argmax(dim=1)
     else:
         classes = torch.as_tensor(class_ids, dtype=torch.long, device=logits.device).reshape(-1)
         if classes.numel() != logits.shape[0]:
-            raise ValueError(f"{classes.numel()} class ids for {logits.shape[0]} images")
+            raise UsageError(f"{classes.numel()} class ids for {logits.shape[0]} images")
         if (classes < 0).any() or (classes >= logits.shape[1]).any():
-            raise ValueError(f"class ids must be in [0, {logits.shape[1]}), got {classes.tolist()}")
+            raise UsageError(f"class ids must be in [0, {logits.shape[1]}), got {classes.tolist()}")
     return logits.gather(1, classes[:, None]).sum(), classes
 
 

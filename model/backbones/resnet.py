@@ -8,6 +8,8 @@ import logging
 import torch.nn as nn
 import torchvision
 
+from utils.errors import ConfigError
+
 from .weights import load_checked, read_state_dict, strip_prefix
 
 logger = logging.getLogger("fusionreid.model")
@@ -30,7 +32,7 @@ class ResNetBackbone(nn.Module):
             raise ValueError(f"unknown ResNet {name!r}; known: {', '.join(_RESNETS)}")
         net = _RESNETS[name](weights=None)
         if last_stride not in (1, 2):
-            raise ValueError(f"MODEL.CNN.LAST_STRIDE must be 1 or 2, got {last_stride}")
+            raise ConfigError(f"MODEL.CNN.LAST_STRIDE must be 1 or 2, got {last_stride}")
         first = net.layer4[0]
         # torchvision puts the stage's stride on conv2 (Bottleneck) or conv1 (BasicBlock).
         strided = first.conv2 if hasattr(first, "conv3") else first.conv1

@@ -3,8 +3,10 @@ import os
 
 import torch
 
+from utils.errors import FusionReIDError
 
-class WeightsError(ValueError):
+
+class WeightsError(FusionReIDError, ValueError):
     """A weight file that is missing, unreadable or of the wrong architecture; the message names the key."""
 
 
