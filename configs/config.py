@@ -23,6 +23,8 @@ CHOICES = {
     "MODEL.CNN.POOLING": ("gem", "avg", "max"),
     "MODEL.TRANSFORMER.NAME": ("", "vit_base_patch16_224", "deit_base_patch16_224", "t2t_vit_t_14",
                                "vit_small_patch16_224", "vit_tiny_patch16_224"),
+    "MODEL.TRANSFORMER.T2T_ATTN_SCALE": ("head_dim", "embed_dim"),
+    "MODEL.TRANSFORMER.T2T_POS_EMBED": ("checkpoint", "sinusoid"),
     "MODEL.FUSION.HTM_ORDER": ("seu_mfu", "seu", "mfu_seu", "mfu"),
     "DATASETS.NAMES": ("market1501", "dukemtmcreid", "msmt17", "synthetic"),
     "DATALOADER.SAMPLER": ("identity", "random"),

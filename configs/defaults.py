@@ -60,6 +60,12 @@ _C.MODEL.TRANSFORMER.ATTN_DROP_RATE = 0.0
 _C.MODEL.TRANSFORMER.SIE_CAMERA = True
 # Coefficient of the camera embedding.
 _C.MODEL.TRANSFORMER.SIE_COE = 3.0
+# T2T-ViT-14 only. Attention scale of its 14 blocks: 'head_dim' (head_dim^-0.5, as the released FusionReID
+# builds it) | 'embed_dim' (384^-0.5, what the T2T-ViT authors' ImageNet weights were trained with).
+_C.MODEL.TRANSFORMER.T2T_ATTN_SCALE = "head_dim"
+# T2T-ViT-14 only. Position table: 'checkpoint' (the pretrained file's table resized bilinearly to the token
+# grid, as the released FusionReID loads it) | 'sinusoid' (a sine/cosine table computed for the token grid).
+_C.MODEL.TRANSFORMER.T2T_POS_EMBED = "checkpoint"
 
 # Dual-attention Mutual Fusion
 _C.MODEL.FUSION = CN()
@@ -169,8 +175,10 @@ _C.TEST.WEIGHT = ""
 _C.TEST.FEAT = "all"
 # 'before' | 'after' the BNNeck.
 _C.TEST.NECK_FEAT = "before"
-# L2-normalise features before ranking.
+# L2-normalise the retrieval feature (f_a as a whole, as released) before ranking.
 _C.TEST.FEAT_NORM = True
+# Also L2-normalise each of the six parts before concatenating them (not in the release: docs/RELEASE_DIFFERENCES.md).
+_C.TEST.PART_NORM = False
 # Distance: 'euclidean' | 'cosine'.
 _C.TEST.METRIC = "euclidean"
 # k-reciprocal re-ranking and its parameters.

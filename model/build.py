@@ -21,7 +21,9 @@ def build_model(cfg, num_classes, num_cams):
         htm_order=cfg.MODEL.FUSION.HTM_ORDER, share_seu=cfg.MODEL.FUSION.SHARE_SEU,
         share_mfu=cfg.MODEL.FUSION.SHARE_MFU, num_heads=cfg.MODEL.FUSION.NUM_HEADS,
         mlp_ratio=cfg.MODEL.FUSION.MLP_RATIO, pooling=cfg.MODEL.POOLING, gem_p=cfg.MODEL.GEM_P,
-        test_feat=cfg.TEST.FEAT, neck_feat=cfg.TEST.NECK_FEAT, feat_norm=cfg.TEST.FEAT_NORM)
+        test_feat=cfg.TEST.FEAT, neck_feat=cfg.TEST.NECK_FEAT, feat_norm=cfg.TEST.FEAT_NORM,
+        part_norm=cfg.TEST.PART_NORM, t2t_attn_scale=cfg.MODEL.TRANSFORMER.T2T_ATTN_SCALE,
+        t2t_pos_embed=cfg.MODEL.TRANSFORMER.T2T_POS_EMBED)
     if tuple(cfg.INPUT.SIZE_TEST) != tuple(cfg.INPUT.SIZE_TRAIN) and cfg.MODEL.TRANSFORMER.NAME:
         raise ConfigError(f"INPUT.SIZE_TEST {list(cfg.INPUT.SIZE_TEST)} differs from INPUT.SIZE_TRAIN "
                           f"{list(cfg.INPUT.SIZE_TRAIN)}: the Transformer's position embedding is built for one size")

@@ -35,7 +35,8 @@ class SharedEncodingUnit(nn.Module):
 
     def __init__(self, dim, num_heads, mlp_ratio=4.0):
         super().__init__()
-        self.block = Block(dim, num_heads, mlp_ratio, qkv_bias=False)
+        # PyTorch's LayerNorm (eps 1e-5) as released; timm's Block alone would use eps 1e-6.
+        self.block = Block(dim, num_heads, mlp_ratio, qkv_bias=False, norm_layer=nn.LayerNorm)
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, tokens, return_attention=False):

@@ -12,7 +12,7 @@ from .backbones import build_cnn, build_transformer
 from .backbones.weights import load_checked, read_state_dict, strip_prefix
 from .fusion import HeterogenousTransmissionModule, LocalRefinementUnit, init_fusion_weights
 from .heads import BNNeckHead
-from .pooling import build_pooling
+from .pooling import at_least_float32, build_pooling
 
 logger = logging.getLogger("fusionreid.model")
 
@@ -32,7 +32,8 @@ class FusionReID(nn.Module):
                  sie_camera=True, sie_coe=3.0, drop_path=0.1, drop_rate=0.0, attn_drop_rate=0.0,
                  fusion_dim=768, lru=True, htm_layers=2, htm_order="seu_mfu", share_seu=True, share_mfu=False,
                  num_heads=12, mlp_ratio=4.0, pooling="gem", gem_p=3.0,
-                 test_feat="all", neck_feat="before", feat_norm=True):
+                 test_feat="all", neck_feat="before", feat_norm=True, part_norm=False,
+                 t2t_attn_scale="head_dim", t2t_pos_embed="checkpoint"):
         super().__init__()
         if htm_layers and not (cnn_name and transformer_name):
             raise ConfigError("MODEL.FUSION.HTM_LAYERS > 0 fuses two branches: set both MODEL.CNN.NAME and "
@@ -49,7 +50,8 @@ class FusionReID(nn.Module):
         if transformer_name:
             self.transformer = build_transformer(
                 transformer_name, img_size, stride_size, num_cams=num_cams if sie_camera else 0, sie_coe=sie_coe,
-                drop_path_rate=drop_path, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate)
+                drop_path_rate=drop_path, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+                t2t_attn_scale=t2t_attn_scale, t2t_pos_embed=t2t_pos_embed)
             dims["transformer"] = self.transformer.embed_dim
         self.lru = nn.ModuleDict()
         self.pool_lru = nn.ModuleDict()
@@ -71,7 +73,8 @@ class FusionReID(nn.Module):
         if test_feat != "all" and test_feat not in self.feature_dims:
             raise ConfigError(f"TEST.FEAT {test_feat!r} is not produced by this model; it has "
                               f"{', '.join(['all', *self.feature_dims])}")
-        self.test_feat, self.neck_feat, self.feat_norm = test_feat, neck_feat, feat_norm
+        self.test_feat, self.neck_feat = test_feat, neck_feat
+        self.feat_norm, self.part_norm = feat_norm, part_norm
         self.num_classes = num_classes
 
     # ------------------------------------------------------------------------------------- forward
@@ -118,13 +121,19 @@ class FusionReID(nn.Module):
         return self.retrieval_feature(feats)
 
     def retrieval_feature(self, feats):
-        """The eval-mode feature: one of the six, or their concatenation f_a (each part L2-normalised
-        first when ``feat_norm``, so that no part dominates by scale)."""
+        """The eval-mode feature: one of the six, or f_a = their concatenation (Sec. III-C).
+
+        As released: the parts are concatenated as they are and the result is L2-normalised as a
+        whole (``feat_norm``). ``part_norm`` (not in the release) first normalises each part, so that
+        no part dominates by scale. Normalisation runs in float32 or wider (an fp16 sum of squares
+        of 5888 values overflows).
+        """
         names = list(self.feature_dims) if self.test_feat == "all" else [self.test_feat]
         parts = [self.heads[n](feats[n])[1] if self.neck_feat == "after" else feats[n] for n in names]
-        if self.feat_norm:
-            parts = [F.normalize(p.float(), dim=1) for p in parts]
-        return torch.cat(parts, dim=1)
+        if self.part_norm:
+            parts = [F.normalize(at_least_float32(p), dim=1) for p in parts]
+        out = torch.cat(parts, dim=1)
+        return F.normalize(at_least_float32(out), dim=1) if self.feat_norm else out
 
     # ------------------------------------------------------------------------------------- weights
     @torch.jit.ignore

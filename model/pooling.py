@@ -4,6 +4,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def at_least_float32(x):
+    """``x`` in float32, or in its own dtype when that is wider (float64): never below either."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class GeneralizedMeanPooling(nn.Module):
     """GeM pooling (Radenović et al.) with a learnable exponent p: (mean x^p)^(1/p) over H x W."""
 
@@ -13,8 +18,9 @@ class GeneralizedMeanPooling(nn.Module):
         self.eps = eps
 
     def forward(self, x):  # B, C, H, W -> B, C
-        p = self.p.float()
-        pooled = x.float().clamp(min=self.eps).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
+        x_wide = at_least_float32(x)  # x^p of fp16/bf16 activations overflows; float64 stays float64
+        p = self.p.to(x_wide.dtype)
+        pooled = x_wide.clamp(min=self.eps).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
         return pooled.to(x.dtype)
 
     def extra_repr(self):

@@ -3,19 +3,29 @@ Transformer branch (Table VI). timm has no T2T-ViT, so it is written here.
 
 Tokens-to-Token: soft split Unfold(7, stride 4, pad 2) -> token transformer (width 64) -> re-structurize
 -> Unfold(3, 2, 1) -> token transformer -> re-structurize -> Unfold(3, 2, 1) -> Linear(576 -> 384);
-then 14 timm blocks of width 384 (6 heads, MLP ratio 3, no qkv bias) on a fixed sinusoidal position
-embedding. The reference code assumes square inputs; here the (H, W) grid is tracked, so 256x128 gives
-a 16x8 grid. Parameter names follow the official checkpoints, which load directly.
+then 14 timm blocks of width 384 (6 heads, MLP ratio 3, no qkv bias) on a fixed position table. The
+reference code assumes square inputs; here the (H, W) grid is tracked, so 256x128 gives a 16x8 grid.
+Parameter names follow the official checkpoints, which load directly.
+
+Two details follow the released FusionReID by default, with the T2T-ViT authors' variant as an option
+(docs/RELEASE_DIFFERENCES.md): the attention scale (``attn_scale``: 'head_dim' = head_dim^-0.5, or
+'embed_dim' = 384^-0.5 as the ImageNet weights were trained) and the position table (``pos_embed``:
+'checkpoint' = the pretrained file's 14x14 table resized bilinearly to the token grid, or 'sinusoid' = a
+sine/cosine table computed for the token grid). Every LayerNorm is PyTorch's (eps 1e-5), as released.
 """
 import logging
+import math
 
 import numpy as np
 import torch
 import torch.nn as nn
-from timm.layers import Mlp, trunc_normal_
+from timm.layers import Mlp, resample_abs_pos_embed, trunc_normal_
 from timm.models.vision_transformer import Block
 
-from .weights import load_checked, read_state_dict, strip_prefix
+from .weights import WeightsError, load_checked, read_state_dict, strip_prefix
+
+ATTN_SCALES = ("head_dim", "embed_dim")
+POS_EMBEDS = ("checkpoint", "sinusoid")
 
 logger = logging.getLogger("fusionreid.model")
 
@@ -114,23 +124,30 @@ class T2TViT(nn.Module):
     """T2T-ViT with the camera embedding of the ViT branch; returns all tokens after the final norm."""
 
     def __init__(self, img_size=(256, 128), num_cams=0, sie_coe=3.0, embed_dim=384, depth=14, num_heads=6,
-                 mlp_ratio=3.0, drop_path_rate=0.1, drop_rate=0.0, attn_drop_rate=0.0):
+                 mlp_ratio=3.0, drop_path_rate=0.1, drop_rate=0.0, attn_drop_rate=0.0, attn_scale="head_dim",
+                 pos_embed="checkpoint"):
         super().__init__()
+        if attn_scale not in ATTN_SCALES:
+            raise ValueError(f"T2T-ViT attention scale must be one of {ATTN_SCALES}, got {attn_scale!r}")
+        if pos_embed not in POS_EMBEDS:
+            raise ValueError(f"T2T-ViT position table must be one of {POS_EMBEDS}, got {pos_embed!r}")
+        self.attn_scale, self.pos_embed_source = attn_scale, pos_embed
         self.img_size = tuple(img_size)
         self.embed_dim = self.num_features = embed_dim
         self.tokens_to_token = TokensToToken(img_size, embed_dim=embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.register_buffer("pos_embed", sinusoid_position_table(self.tokens_to_token.num_patches + 1, embed_dim),
-                             persistent=False)
+        # Fixed (not trained), but saved with the model: with 'checkpoint' it comes from the pretrained file.
+        self.register_buffer("pos_embed", sinusoid_position_table(self.tokens_to_token.num_patches + 1, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
         self.blocks = nn.Sequential(*[
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias=False, proj_drop=drop_rate, attn_drop=attn_drop_rate,
-                  drop_path=dpr[i]) for i in range(depth)])
-        # The official t2t_vit_t_14 weights were trained with qk scale 384^-0.5 instead of head_dim^-0.5.
-        head_dim = embed_dim // num_heads
-        for blk in self.blocks:
-            blk.attn.q_norm = _QueryScale((embed_dim ** -0.5) / (head_dim ** -0.5))
+                  drop_path=dpr[i], norm_layer=nn.LayerNorm) for i in range(depth)])
+        if attn_scale == "embed_dim":
+            # The T2T-ViT authors trained t2t_vit_t_14 with qk scale 384^-0.5 instead of head_dim^-0.5.
+            head_dim = embed_dim // num_heads
+            for blk in self.blocks:
+                blk.attn.q_norm = _QueryScale((embed_dim ** -0.5) / (head_dim ** -0.5))
         self.norm = nn.LayerNorm(embed_dim)
         self.sie_coe = sie_coe
         self.sie_embed = nn.Parameter(torch.zeros(num_cams, 1, embed_dim)) if num_cams > 0 else None
@@ -170,16 +187,36 @@ class T2TViT(nn.Module):
         return self.norm(self.blocks(self.pos_drop(x)))
 
     def load_pretrained(self, path, key="MODEL.TRANSFORMER.PRETRAIN_PATH"):
-        """The official T2T-ViT checkpoint (``state_dict_ema``/``state_dict``/bare); head and fixed position
-        table are dropped (the table is recomputed for this input size)."""
-        state = strip_prefix(read_state_dict(path, key))
-        state = {k: v for k, v in state.items() if not k.startswith("head") and k != "pos_embed"}
-        load_checked(self, state, key, path, "a T2T-ViT-t-14 checkpoint", ignore_missing=("sie_embed",))
-        logger.info("loaded T2T-ViT-t-14 ImageNet weights from %s", path)
+        """The official T2T-ViT checkpoint (``state_dict``, ``state_dict_ema`` or bare, in the order the released
+        FusionReID reads them); the head is dropped. The position table is the file's, resized bilinearly to
+        this token grid ('checkpoint'), or kept as computed ('sinusoid')."""
+        state = strip_prefix(read_state_dict(path, key, containers=("state_dict", "state_dict_ema", "model")))
+        state = {k: v for k, v in state.items() if not k.startswith("head")}
+        table = state.pop("pos_embed", None)
+        if self.pos_embed_source == "checkpoint":
+            if table is None:
+                raise WeightsError(f"{key}: {path} has no pos_embed (MODEL.TRANSFORMER.T2T_POS_EMBED 'checkpoint' "
+                                   f"resizes the file's position table; use 'sinusoid' to compute one)")
+            state["pos_embed"] = self.resize_position_table(table, key, path)
+        load_checked(self, state, key, path, "a T2T-ViT-t-14 checkpoint", ignore_missing=("sie_embed", "pos_embed"))
+        logger.info("loaded T2T-ViT-t-14 ImageNet weights from %s (position table: %s)", path,
+                    "the file's, resized to %dx%d" % self.grid_size if self.pos_embed_source == "checkpoint"
+                    else "sinusoid")
+
+    def resize_position_table(self, table, key="", path=""):
+        """A [1, 1 + S*S, C] table of a square token grid -> [1, 1 + H*W, C] for this grid (bilinear)."""
+        tokens = table.shape[1] - 1
+        side = math.isqrt(tokens)
+        if table.ndim != 3 or side * side != tokens or table.shape[2] != self.embed_dim:
+            raise WeightsError(f"{key}: {path}: pos_embed of shape {tuple(table.shape)} is not [1, 1 + S*S, "
+                               f"{self.embed_dim}] (a square grid of {self.embed_dim}-d positions)")
+        return resample_abs_pos_embed(table.float(), list(self.grid_size), [side, side], num_prefix_tokens=1,
+                                      interpolation="bilinear", antialias=False)
 
 
-def build_t2t_vit_t_14(img_size, num_cams=0, sie_coe=3.0, drop_path_rate=0.1, drop_rate=0.0, attn_drop_rate=0.0):
+def build_t2t_vit_t_14(img_size, num_cams=0, sie_coe=3.0, drop_path_rate=0.1, drop_rate=0.0, attn_drop_rate=0.0,
+                       attn_scale="head_dim", pos_embed="checkpoint"):
     model = T2TViT(img_size, num_cams=num_cams, sie_coe=sie_coe, drop_path_rate=drop_path_rate,
-                   drop_rate=drop_rate, attn_drop_rate=attn_drop_rate)
+                   drop_rate=drop_rate, attn_drop_rate=attn_drop_rate, attn_scale=attn_scale, pos_embed=pos_embed)
     model.name = "t2t_vit_t_14"
     return model
