@@ -6,7 +6,8 @@
 
 Writes to OUTPUT_DIR: train.log (appended), config.yaml, TensorBoard events, checkpoint_epoch{N}.pth +
 last_checkpoint, model_best.pth and results.json. ``--resume`` continues from OUTPUT_DIR's last
-checkpoint (a fresh start when there is none).
+checkpoint (a fresh start when there is none; when the one ``last_checkpoint`` names is missing or
+unreadable, the newest loadable checkpoint, with a warning).
 """
 import logging
 
@@ -16,7 +17,6 @@ utils.prefer_passive_omp()  # before torch is imported
 
 from processor import Trainer, convert_sync_bn  # noqa: E402
 from processor.cli import RunContext, base_parser, parse_cli  # noqa: E402
-from utils.checkpoint import find_last_checkpoint  # noqa: E402
 from utils.distributed import main_process_first  # noqa: E402
 from utils.errors import cli_entry  # noqa: E402
 
@@ -56,12 +56,8 @@ def main(argv=None):
     with RunContext(args.config_file, args.opts, "train.log") as ctx:
         ctx.save_config()
         trainer = build_trainer(ctx.cfg, ctx.device)
-        if args.resume:
-            path = find_last_checkpoint(ctx.cfg.OUTPUT_DIR)
-            if path is None:
-                logger.warning("--resume: no checkpoint in %s, starting from scratch", ctx.cfg.OUTPUT_DIR)
-            else:
-                trainer.resume(path)
+        if args.resume and trainer.resume_last(ctx.cfg.OUTPUT_DIR) is None:
+            logger.warning("--resume: no checkpoint in %s, starting from scratch", ctx.cfg.OUTPUT_DIR)
         return trainer.train()
 
 

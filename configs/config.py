@@ -106,9 +106,12 @@ def _check_values(cfg, source):
     if cfg.MODEL.FUSION.DIM % cfg.MODEL.FUSION.NUM_HEADS:
         fail("MODEL.FUSION.DIM", f"({cfg.MODEL.FUSION.DIM}) must be divisible by MODEL.FUSION.NUM_HEADS "
                                  f"({cfg.MODEL.FUSION.NUM_HEADS})")
-    if cfg.SOLVER.WARMUP_EPOCHS >= cfg.SOLVER.MAX_EPOCHS:
-        fail("SOLVER.WARMUP_EPOCHS", f"({cfg.SOLVER.WARMUP_EPOCHS}) must be smaller than SOLVER.MAX_EPOCHS "
-                                     f"({cfg.SOLVER.MAX_EPOCHS})")
+    # A warm-up longer than the run is valid: solver.scheduler.warmup_epochs clips it (with a warning).
+    for key in ("MAX_EPOCHS", "EVAL_PERIOD", "CHECKPOINT_PERIOD"):
+        if cfg.SOLVER[key] < 1:
+            fail(f"SOLVER.{key}", f"must be >= 1, got {cfg.SOLVER[key]}")
+    if cfg.SOLVER.WARMUP_EPOCHS < 0:
+        fail("SOLVER.WARMUP_EPOCHS", f"must be >= 0, got {cfg.SOLVER.WARMUP_EPOCHS}")
     if cfg.SOLVER.IMS_PER_BATCH % cfg.DATALOADER.NUM_INSTANCE and cfg.DATALOADER.SAMPLER == "identity":
         fail("SOLVER.IMS_PER_BATCH", f"({cfg.SOLVER.IMS_PER_BATCH}) must be a multiple of "
                                      f"DATALOADER.NUM_INSTANCE ({cfg.DATALOADER.NUM_INSTANCE})")

@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from loss import id_accuracy
 from model.backbones.weights import load_checked, strip_prefix
-from utils.checkpoint import (BEST_CHECKPOINT, CheckpointError, atomic_torch_save, atomic_write_text,
-                              load_checkpoint, save_checkpoint)
+from utils.checkpoint import (BEST_CHECKPOINT, TRAINING_KEYS, CheckpointError, atomic_torch_save,
+                              atomic_write_text, load_checkpoint, load_last_checkpoint, save_checkpoint)
 from utils.distributed import broadcast_buffers, get_rank, get_world_size, is_dist, is_main_process
 from utils.errors import FusionReIDError
 from utils.misc import autocast, epoch_seed, get_rng_state, make_grad_scaler, resolve_amp, set_rng_state, set_seed
@@ -158,10 +158,28 @@ class Trainer:
             "latest": self.latest,
         }
 
-    def resume(self, path):
-        """Continue from the checkpoint at ``path`` (model, optimizer, scheduler, scaler, RNG, metrics)."""
-        ckpt = load_checkpoint(path, key="resume checkpoint")
-        missing = [k for k in ("model", "optimizer", "scheduler", "epoch") if k not in ckpt]
+    def resume_last(self, output_dir=None):
+        """Continue from the newest usable checkpoint of ``output_dir`` (default OUTPUT_DIR).
+
+        See ``utils.checkpoint.load_last_checkpoint``: a missing or unreadable ``last_checkpoint``
+        target falls back to the newest loadable checkpoint with a warning. Returns its path, or
+        ``None`` (nothing resumed) when the folder holds no checkpoint file.
+        """
+        found = load_last_checkpoint(output_dir or self.output_dir)
+        if found is None:
+            return None
+        path, ckpt = found
+        self.resume(path, ckpt)
+        return path
+
+    def resume(self, path, ckpt=None):
+        """Continue from the checkpoint at ``path`` (model, optimizer, scheduler, scaler, RNG, metrics).
+
+        ``ckpt``: its contents when already loaded (the file is then not read again).
+        """
+        if ckpt is None:
+            ckpt = load_checkpoint(path, key="resume checkpoint")
+        missing = [k for k in TRAINING_KEYS if k not in ckpt]
         if missing:
             raise CheckpointError(f"{path} is not a training checkpoint (no {', '.join(missing)}); cannot resume")
         load_checked(self.model, strip_prefix(ckpt["model"]), "--resume", path, "a checkpoint of this model")

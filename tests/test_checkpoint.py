@@ -1,4 +1,5 @@
 """Checkpoint files: atomic writes, the last_checkpoint pointer, weights_only loading, RNG states."""
+import logging
 import os
 import random
 
@@ -86,3 +87,68 @@ def test_epoch_seed_and_amp_on_cpu():
     for mode in ("auto", "off", "fp16", "bf16"):
         amp = resolve_amp(mode, torch.device("cpu"))
         assert not amp.enabled and not amp.use_scaler and amp.name == "off"
+
+
+def _train_state(epoch):
+    """What ``load_last_checkpoint`` needs of a training checkpoint (utils.checkpoint.TRAINING_KEYS)."""
+    return {"model": {"w": torch.full((2,), float(epoch))}, "optimizer": {"state": {}, "param_groups": []},
+            "scheduler": {}, "epoch": epoch}
+
+
+def _warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_resume_falls_back_to_the_newest_loadable_checkpoint(tmp_path, caplog):
+    out = str(tmp_path)
+    for epoch in (1, 2, 3):
+        ckpt.save_checkpoint(out, epoch, _train_state(epoch))
+    path, state = ckpt.load_last_checkpoint(out)
+    assert path.endswith("checkpoint_epoch3.pth") and state["epoch"] == 3 and _warnings(caplog) == []
+    # the named checkpoint truncated (disk trouble, a copy cut short): epoch 2, with warnings naming both
+    data = (tmp_path / "checkpoint_epoch3.pth").read_bytes()
+    (tmp_path / "checkpoint_epoch3.pth").write_bytes(data[: len(data) // 2])
+    with caplog.at_level(logging.WARNING, logger="utils.checkpoint"):
+        path, state = ckpt.load_last_checkpoint(out)
+    assert path.endswith("checkpoint_epoch2.pth") and state["epoch"] == 2
+    text = " ".join(_warnings(caplog))
+    assert "checkpoint_epoch3.pth" in text and "newest loadable checkpoint" in text
+    # the named file gone, and a loadable file that is no training checkpoint in between
+    os.remove(tmp_path / "checkpoint_epoch3.pth")
+    torch.save({"model": {}}, tmp_path / "checkpoint_epoch3.pth")
+    (tmp_path / "last_checkpoint").write_text("checkpoint_epoch9.pth\n")
+    path, state = ckpt.load_last_checkpoint(out)
+    assert path.endswith("checkpoint_epoch2.pth") and state["epoch"] == 2
+    # an empty pointer: the highest checkpoint that loads
+    (tmp_path / "last_checkpoint").write_text("")
+    assert ckpt.load_last_checkpoint(out)[1]["epoch"] == 2
+
+
+def test_resume_with_only_temporary_files_or_nothing_usable(tmp_path):
+    out = str(tmp_path)
+    assert ckpt.load_last_checkpoint(out) is None
+    assert ckpt.load_last_checkpoint(str(tmp_path / "missing")) is None
+    (tmp_path / ".checkpoint_epoch1.pth.k2j4h5g6.tmp").write_bytes(b"half a checkpoint")
+    assert ckpt.load_last_checkpoint(out) is None  # a killed first save: start from scratch
+    (tmp_path / "checkpoint_epoch1.pth").write_bytes(b"garbage")
+    (tmp_path / "checkpoint_epoch2.pth").write_bytes(b"")
+    with pytest.raises(ckpt.CheckpointError) as info:
+        ckpt.load_last_checkpoint(out)
+    message = str(info.value)
+    assert "\n" not in message and "no usable checkpoint" in message
+    assert "checkpoint_epoch1.pth" in message and "checkpoint_epoch2.pth" in message
+
+
+def test_save_deletes_leftovers_of_killed_writes(tmp_path):
+    out = str(tmp_path)
+    leftovers = [".checkpoint_epoch4.pth.a1b2c3d4.tmp", ".last_checkpoint.zz_9yx8w.tmp", ".model_best.pth.q1w2e3r4.tmp"]
+    for name in leftovers:
+        (tmp_path / name).write_bytes(b"partial")
+    keep = ["notes.tmp", ".hidden", "checkpoint_epoch2.pth.tmp", ".notes.backup.tmp"]
+    for name in keep:
+        (tmp_path / name).write_bytes(b"not ours")
+    (tmp_path / ".folder.abcdefgh.tmp").mkdir()  # a folder is never deleted
+    ckpt.save_checkpoint(out, 5, _train_state(5))
+    assert sorted(os.listdir(out)) == sorted(keep + [".folder.abcdefgh.tmp", "checkpoint_epoch5.pth",
+                                                     "last_checkpoint"])
+    assert ckpt.load_last_checkpoint(out)[1]["epoch"] == 5

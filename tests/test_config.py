@@ -53,13 +53,22 @@ def test_base_errors_name_the_file(tmp_path):
     ("MODEL:\n  FUSION:\n    DIM: 100\n", "NUM_HEADS"),
     ("INPUT:\n  SIZE_TRAIN: [256]\n", "INPUT.SIZE_TRAIN"),
     ("- a list\n", "mapping"),
-    ("SOLVER:\n  WARMUP_EPOCHS: 5\n  MAX_EPOCHS: 5\n", "SOLVER.WARMUP_EPOCHS"),
+    ("SOLVER:\n  WARMUP_EPOCHS: -1\n", "SOLVER.WARMUP_EPOCHS"),
+    ("SOLVER:\n  MAX_EPOCHS: 0\n", "SOLVER.MAX_EPOCHS"),
+    ("SOLVER:\n  EVAL_PERIOD: 0\n", "SOLVER.EVAL_PERIOD"),
+    ("SOLVER:\n  CHECKPOINT_PERIOD: 0\n", "SOLVER.CHECKPOINT_PERIOD"),
 ])
 def test_bad_yaml_values_name_the_key_and_file(tmp_path, text, expected):
     path = _write(tmp_path / "bad.yml", text)
     with pytest.raises(ConfigError) as e:
         load_cfg(path)
     assert expected in str(e.value) and "bad.yml" in str(e.value)
+
+
+def test_warmup_longer_than_the_run_is_accepted():
+    # the scheduler clips it (tests/test_short_runs.py); the loader keeps the value asked for
+    cfg = load_cfg("", ["SOLVER.MAX_EPOCHS", "1", "SOLVER.WARMUP_EPOCHS", "10"])
+    assert (cfg.SOLVER.MAX_EPOCHS, cfg.SOLVER.WARMUP_EPOCHS) == (1, 10)
 
 
 def test_bad_command_line_overrides():
