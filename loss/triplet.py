@@ -5,13 +5,19 @@ import torch.nn.functional as F
 
 
 def euclidean_dist(x: torch.Tensor) -> torch.Tensor:
-    """Pairwise Euclidean distances [B, B] of the rows of ``x`` (float32).
+    """Pairwise Euclidean distances [B, B] of the rows of ``x`` (float32 or wider).
 
     Euclidean, not squared: the paper writes squared norms in Eq. 11, but the released code (as
     TransReID) ranks and trains with the plain Euclidean distance (docs/PAPER.md, "Losses"). The
     clamp keeps the square root's gradient finite on the diagonal.
+
+    The rows are centred first. Distances do not change, but the expansion |x|^2 + |y|^2 - 2 x.y
+    no longer cancels a large common component: features of norm 100 that differ by 0.1 (as a
+    fused feature drifts during training from scratch) otherwise get float32 distances that are mostly
+    rounding error, and the batch-hard triplet loss spikes on them.
     """
-    x = x.float()
+    x = x.to(torch.promote_types(x.dtype, torch.float32))
+    x = x - x.mean(dim=0, keepdim=True)
     sq = (x * x).sum(dim=1)
     d2 = torch.addmm(sq.unsqueeze(1) + sq.unsqueeze(0), x, x.t(), alpha=-2.0)
     return d2.clamp_min(1e-12).sqrt()

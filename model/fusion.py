@@ -10,10 +10,23 @@ from timm.models.vision_transformer import Block
 HTM_ORDERS = ("seu_mfu", "seu", "mfu_seu", "mfu")
 
 
+def freeze_gradient_free(*params):
+    """Stop training parameters whose gradient is zero by construction (a bias that a following
+    normalisation or softmax cancels exactly).
+
+    SGD leaves such a parameter where it starts; Adam/AdamW divide its float rounding noise (1e-11 to
+    1e-7) by the noise's own running RMS and move it by about one learning rate per step in a random
+    direction. Frozen, it keeps its initial (or pretrained) value, which is what it computes with under
+    SGD too. Same reasoning as the frozen BNNeck bias.
+    """
+    for p in params:
+        p.requires_grad_(False)
+
+
 class LocalRefinementUnit(nn.Module):
     """Depth-wise conv + BN + PReLU (Eq. 1), then point-wise conv to D channels + BN + PReLU (Eq. 2).
 
-    The depth-wise kernel is 1 with stride 1, as released: spatial sizes are kept (16x8 CNN tokens,
+    The depth-wise kernel is 1 with stride 1, as released (docs/PAPER.md, "LRU"): spatial sizes are kept (16x8 CNN tokens,
     21x10 ViT tokens are attended as they are).
     """
 
@@ -25,6 +38,13 @@ class LocalRefinementUnit(nn.Module):
             nn.BatchNorm2d(in_channels), nn.PReLU())  # Eq. 1
         self.pointwise = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 1, bias=True), nn.BatchNorm2d(out_channels), nn.PReLU())  # Eq. 2
+        freeze_gradient_free(self.pointwise[0].bias)  # the BatchNorm right after it subtracts it again
+
+    @property
+    def shift_invariant(self):
+        """Whether adding a constant per channel to the input leaves the output unchanged (kernel 1: the
+        depth-wise conv scales the constant and its BatchNorm subtracts it; larger kernels pad with zeros)."""
+        return self.depthwise[0].kernel_size == (1, 1)
 
     def forward(self, x):  # B, C, H, W -> B, D, H', W'
         return self.pointwise(self.depthwise(x))
@@ -35,7 +55,7 @@ class SharedEncodingUnit(nn.Module):
 
     def __init__(self, dim, num_heads, mlp_ratio=4.0):
         super().__init__()
-        # PyTorch's LayerNorm (eps 1e-5) as released; timm's Block alone would use eps 1e-6.
+        # PyTorch's LayerNorm (eps 1e-5) as released (docs/PAPER.md, "LayerNorm epsilon"); timm's Block: 1e-6.
         self.block = Block(dim, num_heads, mlp_ratio, qkv_bias=False, norm_layer=nn.LayerNorm)
         self.norm = nn.LayerNorm(dim)
 
@@ -64,7 +84,7 @@ class MutualFusionUnit(nn.Module):
     """Cross-attention of one branch's global token over the other branch's local tokens (Eqs. 6-7),
     then an FFN with residual (Eqs. 8-9).
 
-    As released: LN on the query token, a second LN on the keys only (values are the un-normalised
+    As released (docs/PAPER.md, "MFU"): LN on the query token, a second LN on the keys only (values are the un-normalised
     tokens), bias-free q/k/v projections, projection with bias, residual; LN, MLP (GELU), residual.
     """
 
@@ -80,6 +100,9 @@ class MutualFusionUnit(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.norm_ffn = nn.LayerNorm(dim)
         self.ffn = Mlp(dim, int(dim * mlp_ratio), dim)
+        # The key LayerNorm's bias shifts every key by the same vector: the softmax over keys cancels it.
+        freeze_gradient_free(self.norm_k.bias)
+
 
     def _heads(self, x):
         B, N, _ = x.shape
@@ -117,6 +140,12 @@ class HeterogenousTransmissionModule(nn.Module):
 
     def _unit(self, units, branch):
         return units["shared"] if "shared" in units else units[branch]
+
+    def output_biases(self):
+        """The biases added last to the two output global tokens: the same vector for every image."""
+        if self.order in ("seu_mfu", "mfu"):
+            return [m.ffn.fc2.bias for m in self.mfu.values()]
+        return [s.norm.bias for s in self.seu.values()]  # the SEU's final LayerNorm comes last
 
     def forward(self, global_cnn, local_cnn, global_trans, local_trans, attention=None):
         """Globals [B, D], locals [B, N_branch, D] -> (new global_cnn, new global_trans).

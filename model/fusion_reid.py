@@ -10,7 +10,7 @@ from utils.errors import ConfigError
 
 from .backbones import build_cnn, build_transformer
 from .backbones.weights import load_checked, read_state_dict, strip_prefix
-from .fusion import HeterogenousTransmissionModule, LocalRefinementUnit, init_fusion_weights
+from .fusion import HeterogenousTransmissionModule, LocalRefinementUnit, freeze_gradient_free, init_fusion_weights
 from .heads import BNNeckHead
 from .pooling import at_least_float32, build_pooling
 
@@ -67,6 +67,14 @@ class FusionReID(nn.Module):
             dims["htm_cnn"] = dims["htm_transformer"] = fusion_dim
         init_fusion_weights(self.lru)
         init_fusion_weights(self.htm)
+        # Biases that add one constant vector to a supervised feature and to nothing else get no gradient:
+        # the BNNeck's BatchNorm and the triplet distances both ignore a common shift.
+        if len(self.htm):
+            freeze_gradient_free(*self.htm[-1].output_biases())
+        if self.transformer is not None and (not lru or self.lru["transformer"].shift_invariant):
+            # the final norm's bias shifts the class token (-> BNNeck) and the patch tokens (-> the LRU's
+            # per-channel 1x1 depth-wise conv and BatchNorm, which cancel it)
+            freeze_gradient_free(self.transformer.norm.bias)
 
         self.feature_dims = OrderedDict((n, dims[n]) for n in FEATURE_NAMES if n in dims)
         self.heads = nn.ModuleDict({n: BNNeckHead(d, num_classes) for n, d in self.feature_dims.items()})
@@ -123,7 +131,7 @@ class FusionReID(nn.Module):
     def retrieval_feature(self, feats):
         """The eval-mode feature: one of the six, or f_a = their concatenation (Sec. III-C).
 
-        As released: the parts are concatenated as they are and the result is L2-normalised as a
+        As released (docs/PAPER.md, "BNNeck and retrieval"): the parts are concatenated as they are and the result is L2-normalised as a
         whole (``feat_norm``). ``part_norm`` (not in the release) first normalises each part, so that
         no part dominates by scale. Normalisation runs in float32 or wider (an fp16 sum of squares
         of 5888 values overflows).

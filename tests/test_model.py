@@ -77,6 +77,30 @@ def test_every_parameter_gets_a_gradient(order):
         assert grads and sum(grads) > 0, prefix
 
 
+@pytest.mark.parametrize("order", ["seu_mfu", "seu", "mfu_seu", "mfu"])
+def test_frozen_parameters_are_exactly_the_gradient_free_ones(order):
+    """Besides the BNNeck biases, a parameter is frozen iff the training loss has no gradient for it
+    (a bias that a following BatchNorm, softmax or the BNNeck + triplet cancel). Checked in float64 with
+    everything unfrozen: frozen ones get at most rounding noise, every other one a real gradient."""
+    from loss import build_loss
+
+    cfg = tiny_cfg("MODEL.FUSION.HTM_ORDER", order)
+    torch.manual_seed(0)
+    model = build_model(cfg, NUM_CLASSES, NUM_CAMS).double().train()
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad and not n.startswith("heads.")}
+    assert {"lru.cnn.pointwise.0.bias", "lru.transformer.pointwise.0.bias", "transformer.norm.bias"} <= frozen
+    for p in model.parameters():
+        p.requires_grad_(True)
+    images, cams = _batch(cfg, 8)
+    pids = torch.arange(8) % 4
+    loss, _ = build_loss(cfg, NUM_CLASSES)(model(images.double(), cams), pids)
+    loss.backward()
+    top = max(p.grad.abs().max() for p in model.parameters())
+    relative = {n: float(p.grad.abs().max() / top) for n, p in model.named_parameters()}
+    gradient_free = {n for n, r in relative.items() if r < 3e-8}
+    assert gradient_free == frozen, {n: relative[n] for n in gradient_free ^ frozen}
+
+
 def test_bnneck_bias_is_frozen_and_classifier_bias_free():
     model = build_model(tiny_cfg(), NUM_CLASSES, NUM_CAMS)
     for head in model.heads.values():
