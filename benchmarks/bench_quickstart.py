@@ -1,10 +1,12 @@
 """How robust the quick start is: mAP and wall time over seeds and torch thread counts.
 
-    python benchmarks/bench_quickstart.py [--seeds 1 2 3 4 5] [--threads 1 2] [--out DIR] [--json]
+    python benchmarks/bench_quickstart.py [--seeds 1 2 3 4 5] [--threads 1 2] [--jobs 1] [--out DIR] [--json]
                                           [--config_file configs/Synthetic/quickstart.yml] [KEY VALUE ...]
 
 Each (threads, seed) pair is one full ``train_net.py`` run in its own process (``SOLVER.SEED`` = seed,
-``OMP_NUM_THREADS`` = threads, outputs under ``--out``), run one after the other. Printed: one line per
+``OMP_NUM_THREADS`` = threads, outputs under ``--out``). Runs go one after the other unless ``--jobs N``:
+then up to N runs at a time, never more threads than CPUs (so on 2 cores, two 1-thread runs share the
+machine and each one's wall time is an upper bound of what it takes alone). Printed: one line per
 run (final and best mAP, Rank-1, wall time of the whole command, data generation included), then min /
 median / max of the final mAP and of the wall time for each thread count and over all runs. With
 ``--json`` the last line is the same as JSON. The exit code is 1 when a run fails or when a final mAP is
@@ -12,7 +14,6 @@ below ``--min-map`` (so the script can guard the quick start's claim).
 
 The figures depend on the machine (CPU model, load, library builds): read them as ranges, not digits.
 """
-import argparse
 import json
 import os
 import statistics
@@ -24,21 +25,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from configs import load_cfg  # noqa: E402
+from utils.cli import ConfigArgumentParser  # noqa: E402
 from utils.errors import UsageError, cli_entry  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join("configs", "Synthetic", "quickstart.yml")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config_file", default=DEFAULT_CONFIG, metavar="FILE")
+    parser = ConfigArgumentParser(__doc__.split("\n\n")[0], config_default=DEFAULT_CONFIG,
+                                  opts_help="config overrides for every run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5], help="SOLVER.SEED values")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch intra-op thread counts")
     parser.add_argument("--out", default=os.path.join("output", "bench_quickstart"),
                         help="folder of the runs' OUTPUT_DIRs")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (threads x jobs <= CPUs)")
     parser.add_argument("--min-map", type=float, default=0.6, help="final mAP every run must reach (fraction)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides for every run")
     args = parser.parse_args(argv)
     if any(t < 1 for t in args.threads):
         raise UsageError(f"--threads must be positive integers, got {args.threads}")
@@ -46,18 +48,25 @@ def parse_args(argv=None):
     return args
 
 
-def run_once(args, seed, threads):
-    """One training run; returns its record (metrics, wall seconds, return code)."""
+def start_run(args, seed, threads):
+    """Starts one training run; returns (process, record so far, console file)."""
     out_dir = os.path.join(args.out, f"threads{threads}_seed{seed}")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--config_file", args.config_file,
            *args.opts, "SOLVER.SEED", str(seed), "OUTPUT_DIR", out_dir]
     os.makedirs(out_dir, exist_ok=True)
-    start = time.perf_counter()
-    with open(os.path.join(out_dir, "console.txt"), "w", encoding="utf-8") as console:
-        rc = subprocess.call(cmd, cwd=REPO, env=env, stdout=console, stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - start
-    record = {"seed": seed, "threads": threads, "seconds": round(seconds, 1), "rc": rc}
+    console = open(os.path.join(out_dir, "console.txt"), "w", encoding="utf-8")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=console, stderr=subprocess.STDOUT)
+    return proc, {"seed": seed, "threads": threads, "out_dir": out_dir, "start": time.perf_counter()}, console
+
+
+def finish_run(proc, record, console):
+    """Waits for a run started by :func:`start_run`; returns its record (metrics, wall seconds, exit code)."""
+    rc = proc.wait()
+    console.close()
+    record = dict(record)
+    start, out_dir = record.pop("start"), record.pop("out_dir")
+    record.update(seconds=round(time.perf_counter() - start, 1), rc=rc)
     results = os.path.join(out_dir, "results.json")
     if rc == 0 and os.path.isfile(results):
         with open(results, encoding="utf-8") as f:
@@ -89,12 +98,19 @@ def print_spread(label, summary):
 def main(argv=None):
     args = parse_args(argv)
     records = []
-    print(f"{args.config_file}: seeds {args.seeds} x threads {args.threads}, {os.cpu_count()} CPUs")
+    print(f"{args.config_file}: seeds {args.seeds} x threads {args.threads}, up to {args.jobs} run(s) at a time, "
+          f"{os.cpu_count()} CPUs")
     print("threads | seed | final mAP | final R1 | best mAP (epoch) | wall (min)")
     for threads in args.threads:
-        for seed in args.seeds:
-            r = run_once(args, seed, threads)
-            records.append(r)
+        jobs = max(1, min(args.jobs, (os.cpu_count() or 1) // threads))
+        pending = list(args.seeds)
+        while pending:
+            batch = [start_run(args, seed, threads) for seed in pending[:jobs]]
+            pending = pending[jobs:]
+            for proc, record, console in batch:
+                records.append(finish_run(proc, record, console))
+        for r in [r for r in records if r["threads"] == threads]:
+            seed = r["seed"]
             if "final_mAP" in r:
                 print(f"{threads:>7} | {seed:>4} | {100 * r['final_mAP']:8.1f}% | {100 * r['final_rank1']:7.1f}% | "
                       f"{100 * r['best_mAP']:8.1f}% ({r['best_epoch']:>2}) | {r['seconds'] / 60:.1f}", flush=True)

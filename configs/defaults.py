@@ -3,6 +3,8 @@
 The defaults are the paper's default model: ResNet50 + ViT-B/16* (overlapping patches, stride 12),
 fused dimension D=768, L=2 Heterogenous Transmission Modules, 256x128 inputs, trained as in Sec. IV-B.
 Values are names, never integer codes. YAML files override these keys (see ``configs/config.py``).
+Renamed keys keep their old names as deprecated aliases (``configs/config.py: RENAMED_KEYS``):
+INPUT.PROB -> INPUT.FLIP_PROB, MODEL.POOLING -> MODEL.FUSION.POOLING.
 """
 from yacs.config import CfgNode as CN
 
@@ -17,9 +19,7 @@ _C.MODEL.DEVICE = "auto"
 _C.MODEL.PRETRAIN_CHOICE = "imagenet"
 # Whole-model checkpoint read when PRETRAIN_CHOICE is 'self'.
 _C.MODEL.PRETRAIN_PATH = ""
-# Pooling in the Dual-attention Mutual Fusion (global tokens of the LRU outputs): 'gem' | 'avg' (Table V).
-_C.MODEL.POOLING = "gem"
-# Initial p of every Generalized-Mean pooling (learnable).
+# Initial p of every Generalized-Mean pooling (learnable): MODEL.CNN.POOLING and MODEL.FUSION.POOLING.
 _C.MODEL.GEM_P = 3.0
 # Weights of the two loss terms of Eq. 12, applied to every supervised feature.
 _C.MODEL.ID_LOSS_WEIGHT = 1.0
@@ -85,19 +85,22 @@ _C.MODEL.FUSION.SHARE_MFU = False
 _C.MODEL.FUSION.NUM_HEADS = 12
 # Hidden width of the SEU/MFU feed-forward networks, as a multiple of D.
 _C.MODEL.FUSION.MLP_RATIO = 4.0
+# Pooling of the LRU output maps into the global tokens f'_(c,0) / f'_(t,0) of the Dual-attention Mutual
+# Fusion: 'gem' | 'avg' (Table V). Was MODEL.POOLING (still accepted, with a deprecation warning).
+_C.MODEL.FUSION.POOLING = "gem"
 
 # ----------------------------------------------------------------------------- input
 _C.INPUT = CN()
 # [height, width] of training and test images.
 _C.INPUT.SIZE_TRAIN = [256, 128]
 _C.INPUT.SIZE_TEST = [256, 128]
-# Probability of a random horizontal flip.
-_C.INPUT.PROB = 0.5
+# Probability of a random horizontal flip. Was INPUT.PROB (still accepted, with a deprecation warning).
+_C.INPUT.FLIP_PROB = 0.5
 # Probability of random erasing.
 _C.INPUT.RE_PROB = 0.5
 # Zero padding (pixels) before the random crop.
 _C.INPUT.PADDING = 10
-# Normalisation (official config: 0.5 / 0.5).
+# Normalisation (the released config: 0.5 / 0.5; docs/PAPER.md, "Augmentation").
 _C.INPUT.PIXEL_MEAN = [0.5, 0.5, 0.5]
 _C.INPUT.PIXEL_STD = [0.5, 0.5, 0.5]
 
@@ -175,7 +178,9 @@ _C.TEST.WEIGHT = ""
 _C.TEST.FEAT = "all"
 # 'before' | 'after' the BNNeck.
 _C.TEST.NECK_FEAT = "before"
-# L2-normalise the retrieval feature (f_a as a whole, as released) before ranking.
+# L2-normalise the retrieval feature as one vector (f_a as a whole, as released). One meaning: the model's
+# eval output is normalised (what evaluation, test_net --save-features and the feature extractor get);
+# evaluation passes the same key to its distance computation, a no-op on unit vectors.
 _C.TEST.FEAT_NORM = True
 # Also L2-normalise each of the six parts before concatenating them (not in the release: docs/RELEASE_DIFFERENCES.md).
 _C.TEST.PART_NORM = False
@@ -194,6 +199,6 @@ _C.TEST.MAX_RANK = 50
 _C.OUTPUT_DIR = "./output"
 
 
-def get_cfg_defaults():
+def get_cfg_defaults() -> CN:
     """A fresh copy of the defaults."""
     return _C.clone()

@@ -68,33 +68,32 @@ def _parts(model, images, cams):
     return [feats[n] for n in model.feature_dims]
 
 
-def test_eval_feature_is_f_a_normalised_as_a_whole():
-    cfg = tiny_cfg()
+def _float64_eval(*overrides):
+    """(model, eval output, the six parts) of a tiny float64 model on a fixed batch."""
+    cfg = tiny_cfg(*overrides)
     torch.manual_seed(1)
     model = build_model(cfg, NUM_CLASSES, NUM_CAMS).double().eval()
     images, cams = _batch(cfg)
     images = images.double()
     with torch.no_grad():
         out = model(images, cams)
-    f_a = torch.cat(_parts(model, images, cams), dim=1)
+    return model, out, _parts(model, images, cams)
+
+
+def test_eval_feature_is_f_a_normalised_as_a_whole():
+    _, out, parts = _float64_eval()
+    f_a = torch.cat(parts, dim=1)
     expected = f_a / f_a.norm(dim=1, keepdim=True)
     assert out.dtype == torch.float64
     assert torch.allclose(out, expected, rtol=0, atol=1e-12)
-    per_part = torch.cat([F.normalize(p, dim=1) for p in _parts(model, images, cams)], dim=1)
+    per_part = torch.cat([F.normalize(p, dim=1) for p in parts], dim=1)
     per_part = per_part / per_part.norm(dim=1, keepdim=True)
     assert (out - per_part).abs().max() > 1e-3  # the two protocols really differ on this model
 
 
 def test_part_norm_option_normalises_each_part_first():
-    cfg = tiny_cfg("TEST.PART_NORM", "True")
-    torch.manual_seed(1)
-    model = build_model(cfg, NUM_CLASSES, NUM_CAMS).double().eval()
-    images, cams = _batch(cfg)
-    images = images.double()
-    with torch.no_grad():
-        out = model(images, cams)
-    parts = [F.normalize(p, dim=1) for p in _parts(model, images, cams)]
-    expected = torch.cat(parts, dim=1) / math.sqrt(len(parts))
+    _, out, parts = _float64_eval("TEST.PART_NORM", "True")
+    expected = torch.cat([F.normalize(p, dim=1) for p in parts], dim=1) / math.sqrt(len(parts))
     assert torch.allclose(out, expected, rtol=0, atol=1e-12)
 
 

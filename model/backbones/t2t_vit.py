@@ -7,14 +7,16 @@ then 14 timm blocks of width 384 (6 heads, MLP ratio 3, no qkv bias) on a fixed 
 reference code assumes square inputs; here the (H, W) grid is tracked, so 256x128 gives a 16x8 grid.
 Parameter names follow the official checkpoints, which load directly.
 
-Two details follow the released FusionReID by default, with the T2T-ViT authors' variant as an option
-(docs/RELEASE_DIFFERENCES.md): the attention scale (``attn_scale``: 'head_dim' = head_dim^-0.5, or
-'embed_dim' = 384^-0.5 as the ImageNet weights were trained) and the position table (``pos_embed``:
-'checkpoint' = the pretrained file's 14x14 table resized bilinearly to the token grid, or 'sinusoid' = a
-sine/cosine table computed for the token grid). Every LayerNorm is PyTorch's (eps 1e-5), as released.
+Two details follow the released FusionReID by default (docs/PAPER.md, "T2T-ViT-14 as the released code
+builds it"), with the T2T-ViT authors' variant as an option (docs/RELEASE_DIFFERENCES.md): the attention
+scale (``attn_scale``: 'head_dim' = head_dim^-0.5, or 'embed_dim' = 384^-0.5 as the ImageNet weights were
+trained) and the position table (``pos_embed``: 'checkpoint' = the pretrained file's 14x14 table resized
+bilinearly to the token grid, or 'sinusoid' = a sine/cosine table computed for the token grid). Every
+LayerNorm is PyTorch's (eps 1e-5), as released. Registered as ``t2t_vit_t_14``.
 """
 import logging
 import math
+from typing import Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
@@ -22,12 +24,15 @@ import torch.nn as nn
 from timm.layers import Mlp, resample_abs_pos_embed, trunc_normal_
 from timm.models.vision_transformer import Block
 
+from .base import Backbone, BackboneOutput, split_tokens
+from .camera import CameraEmbedding
+from .registry import register_backbone
 from .weights import WeightsError, load_checked, read_state_dict, strip_prefix
 
 ATTN_SCALES = ("head_dim", "embed_dim")
 POS_EMBEDS = ("checkpoint", "sinusoid")
 
-logger = logging.getLogger("fusionreid.model")
+logger = logging.getLogger(__name__)
 
 
 def sinusoid_position_table(num_positions, dim):
@@ -120,12 +125,14 @@ class _QueryScale(nn.Module):
         return q * self.factor
 
 
-class T2TViT(nn.Module):
-    """T2T-ViT with the camera embedding of the ViT branch; returns all tokens after the final norm."""
+class T2TViT(CameraEmbedding, Backbone):
+    """T2T-ViT with the camera embedding of the ViT branch; ``forward`` gives the class token and the
+    tokens after the final norm, the latter as a ``[B, C, H, W]`` map on the token grid."""
 
-    def __init__(self, img_size=(256, 128), num_cams=0, sie_coe=3.0, embed_dim=384, depth=14, num_heads=6,
-                 mlp_ratio=3.0, drop_path_rate=0.1, drop_rate=0.0, attn_drop_rate=0.0, attn_scale="head_dim",
-                 pos_embed="checkpoint"):
+    def __init__(self, img_size: Sequence[int] = (256, 128), num_cams: int = 0, sie_coe: float = 3.0,
+                 embed_dim: int = 384, depth: int = 14, num_heads: int = 6, mlp_ratio: float = 3.0,
+                 drop_path_rate: float = 0.1, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+                 attn_scale: str = "head_dim", pos_embed: str = "checkpoint", name: str = "t2t_vit_t_14"):
         super().__init__()
         if attn_scale not in ATTN_SCALES:
             raise ValueError(f"T2T-ViT attention scale must be one of {ATTN_SCALES}, got {attn_scale!r}")
@@ -149,12 +156,10 @@ class T2TViT(nn.Module):
             for blk in self.blocks:
                 blk.attn.q_norm = _QueryScale((embed_dim ** -0.5) / (head_dim ** -0.5))
         self.norm = nn.LayerNorm(embed_dim)
-        self.sie_coe = sie_coe
-        self.sie_embed = nn.Parameter(torch.zeros(num_cams, 1, embed_dim)) if num_cams > 0 else None
         trunc_normal_(self.cls_token, std=0.02)
-        if self.sie_embed is not None:
-            trunc_normal_(self.sie_embed, std=0.02)
+        self.init_camera_embedding(num_cams, embed_dim, sie_coe)  # after the class token: the same random draws
         self.apply(self._init_weights)
+        self.name = name
 
     @staticmethod
     def _init_weights(m):
@@ -167,26 +172,27 @@ class T2TViT(nn.Module):
             nn.init.zeros_(m.bias)
 
     @property
-    def grid_size(self):
+    def out_dim(self) -> int:
+        return self.embed_dim
+
+    @property
+    def grid_size(self) -> Tuple[int, int]:
         return self.tokens_to_token.grid_size
 
     @torch.jit.ignore
-    def no_weight_decay(self):
+    def no_weight_decay(self) -> Set[str]:
         return {"cls_token", "sie_embed"}
 
-    def forward(self, x, cam_ids=None):
+    def forward(self, x: torch.Tensor, cam_ids: Optional[torch.Tensor] = None) -> BackboneOutput:
         if tuple(x.shape[-2:]) != self.img_size:
             raise ValueError(f"T2T-ViT was built for {self.img_size[0]}x{self.img_size[1]} inputs (INPUT.SIZE_*), "
                              f"got {x.shape[-2]}x{x.shape[-1]}")
         x = self.tokens_to_token(x)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
-        if self.sie_embed is not None:
-            if cam_ids is None:
-                raise ValueError("the camera embedding (MODEL.TRANSFORMER.SIE_CAMERA) needs camera ids")
-            x = x + self.sie_coe * self.sie_embed[cam_ids]
-        return self.norm(self.blocks(self.pos_drop(x)))
+        x = self.add_camera_embedding(x, cam_ids)
+        return split_tokens(self.norm(self.blocks(self.pos_drop(x))), self.grid_size)
 
-    def load_pretrained(self, path, key="MODEL.TRANSFORMER.PRETRAIN_PATH"):
+    def load_pretrained(self, path: str, key: str = "MODEL.TRANSFORMER.PRETRAIN_PATH") -> None:
         """The official T2T-ViT checkpoint (``state_dict``, ``state_dict_ema`` or bare, in the order the released
         FusionReID reads them); the head is dropped. The position table is the file's, resized bilinearly to
         this token grid ('checkpoint'), or kept as computed ('sinusoid')."""
@@ -203,7 +209,7 @@ class T2TViT(nn.Module):
                     "the file's, resized to %dx%d" % self.grid_size if self.pos_embed_source == "checkpoint"
                     else "sinusoid")
 
-    def resize_position_table(self, table, key="", path=""):
+    def resize_position_table(self, table: torch.Tensor, key: str = "", path: str = "") -> torch.Tensor:
         """A [1, 1 + S*S, C] table of a square token grid -> [1, 1 + H*W, C] for this grid (bilinear)."""
         tokens = table.shape[1] - 1
         side = math.isqrt(tokens)
@@ -214,9 +220,11 @@ class T2TViT(nn.Module):
                                       interpolation="bilinear", antialias=False)
 
 
-def build_t2t_vit_t_14(img_size, num_cams=0, sie_coe=3.0, drop_path_rate=0.1, drop_rate=0.0, attn_drop_rate=0.0,
-                       attn_scale="head_dim", pos_embed="checkpoint"):
-    model = T2TViT(img_size, num_cams=num_cams, sie_coe=sie_coe, drop_path_rate=drop_path_rate,
-                   drop_rate=drop_rate, attn_drop_rate=attn_drop_rate, attn_scale=attn_scale, pos_embed=pos_embed)
-    model.name = "t2t_vit_t_14"
-    return model
+@register_backbone("t2t_vit_t_14", "transformer")
+def t2t_vit_t_14(img_size: Sequence[int] = (256, 128), num_cams: int = 0, sie_coe: float = 3.0,
+                 drop_path_rate: float = 0.1, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+                 t2t_attn_scale: str = "head_dim", t2t_pos_embed: str = "checkpoint") -> T2TViT:
+    """T2T-ViT-t-14 (384-d, 14 blocks); ``t2t_*``: ``MODEL.TRANSFORMER.T2T_ATTN_SCALE`` / ``T2T_POS_EMBED``."""
+    return T2TViT(img_size, num_cams=num_cams, sie_coe=sie_coe, drop_path_rate=drop_path_rate, drop_rate=drop_rate,
+                  attn_drop_rate=attn_drop_rate, attn_scale=t2t_attn_scale, pos_embed=t2t_pos_embed,
+                  name="t2t_vit_t_14")
