@@ -22,10 +22,9 @@ from processor.cli import RunContext, base_parser, parse_cli  # noqa: E402
 from utils.distributed import is_main_process, main_process_first  # noqa: E402
 from utils.errors import cli_entry  # noqa: E402
 from utils.misc import resolve_amp  # noqa: E402
+from utils.output_files import TEST_RESULTS_FILE  # noqa: E402
 
-logger = logging.getLogger("test_net")
-
-RESULTS_FILE = "test_results.json"
+logger = logging.getLogger(__name__)
 
 
 def parse_args(argv=None):
@@ -68,8 +67,8 @@ def main(argv=None):
         logger.info("test: %s", format_metrics(metrics))
         if is_main_process():
             results = dict(metrics, weight=cfg.TEST.WEIGHT, feat=cfg.TEST.FEAT, neck_feat=cfg.TEST.NECK_FEAT)
-            write_results(cfg.OUTPUT_DIR, results, name=RESULTS_FILE)
-            logger.info("results written to %s", os.path.join(cfg.OUTPUT_DIR, RESULTS_FILE))
+            write_results(cfg.OUTPUT_DIR, results, name=TEST_RESULTS_FILE)
+            logger.info("results written to %s", os.path.join(cfg.OUTPUT_DIR, TEST_RESULTS_FILE))
             if args.save_features:
                 save_features(args.save_features, feats, pids, camids, num_query)
         return metrics

@@ -20,7 +20,7 @@ from processor.cli import RunContext, base_parser, parse_cli  # noqa: E402
 from utils.distributed import main_process_first  # noqa: E402
 from utils.errors import cli_entry  # noqa: E402
 
-logger = logging.getLogger("train_net")
+logger = logging.getLogger(__name__)
 
 
 def parse_args(argv=None):

@@ -83,7 +83,7 @@ def baseline_evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, max_rank=50, c
     through the same formula as ``evaluate`` so the rankings agree), ``np.argsort`` of every row,
     then a Python loop over the queries with vectorised numpy inside."""
     import torch
-    from utils.metrics import GalleryDistance
+    from utils.distance import GalleryDistance
     # the full matrix, filled with the same row blocks as ``evaluate`` uses: BLAS rounding can
     # depend on the block shape, and identical distances make the metrics comparable exactly
     dist_fn = GalleryDistance(torch.from_numpy(gf), "euclidean", feat_norm=True)
@@ -154,7 +154,8 @@ class PeakRSS:
 def child(args):
     """Runs one measurement and prints its JSON line."""
     import torch
-    from utils.metrics import GalleryDistance, evaluate
+    from utils.distance import GalleryDistance
+    from utils.metrics import evaluate
     torch.set_num_threads(args.threads)
     data = make_features(args.scale, args.dim)
     with PeakRSS() as mem:

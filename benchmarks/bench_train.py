@@ -32,7 +32,7 @@ from utils.errors import cli_entry  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
 from utils.misc import autocast, make_grad_scaler, resolve_amp, resolve_device, set_seed  # noqa: E402
 
-logger = logging.getLogger("bench_train")
+logger = logging.getLogger(__name__)
 
 
 def parse_args(argv=None):

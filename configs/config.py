@@ -8,6 +8,7 @@ import os
 import yaml
 from yacs.config import CfgNode as CN
 
+from model.fusion import HTM_ORDERS
 from utils.errors import ConfigError  # defined with the other user errors; exported as configs.ConfigError
 
 from .defaults import get_cfg_defaults
@@ -25,7 +26,7 @@ CHOICES = {
                                "vit_small_patch16_224", "vit_tiny_patch16_224"),
     "MODEL.TRANSFORMER.T2T_ATTN_SCALE": ("head_dim", "embed_dim"),
     "MODEL.TRANSFORMER.T2T_POS_EMBED": ("checkpoint", "sinusoid"),
-    "MODEL.FUSION.HTM_ORDER": ("seu_mfu", "seu", "mfu_seu", "mfu"),
+    "MODEL.FUSION.HTM_ORDER": HTM_ORDERS,
     "DATASETS.NAMES": ("market1501", "dukemtmcreid", "msmt17", "synthetic"),
     "DATALOADER.SAMPLER": ("identity", "random"),
     "SOLVER.OPTIMIZER_NAME": ("SGD", "AdamW"),

@@ -11,14 +11,15 @@ from collections import namedtuple
 
 from .errors import DatasetError
 
-logger = logging.getLogger("fusionreid.datasets")
+logger = logging.getLogger(__name__)
 
 # One image of a dataset. Query/gallery records keep the dataset's pids; train records carry the
 # relabelled pid (0..N-1). camid is 0-based.
 ImageRecord = namedtuple("ImageRecord", ["path", "pid", "camid"])
 
 SPLITS = ("train", "query", "gallery")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+# File endings read as images, here and by utils.feature_extractor.find_images (lower case).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def split_statistics(records):

@@ -10,7 +10,7 @@ from PIL import Image
 
 from .errors import DatasetError
 
-# The faster of the two on the development machine (2 CPU cores): see benchmarks/bench_dataloader.py.
+# Which decoder is faster depends on the machine: benchmarks/bench_dataloader.py compares them.
 DEFAULT_DECODER = "cv2"
 
 

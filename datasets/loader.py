@@ -13,7 +13,7 @@ from .registry import build_dataset
 from .samplers import ContiguousShardSampler, RandomIdentitySampler, RandomShuffleSampler, distributed_rank_and_size
 from .transforms import build_transforms
 
-logger = logging.getLogger("fusionreid.datasets")
+logger = logging.getLogger(__name__)
 
 
 class ImageDataset(Dataset):
@@ -97,8 +97,8 @@ class SeededDataLoader(DataLoader):
     @staticmethod
     def _iter_in_main_process(batches, seed):
         """Fetch each batch on a private torch RNG state and with one intra-op thread (as in a worker:
-        per-image tensor ops split over threads are many times slower, measured 2 ms -> 50 ms per image
-        on a busy 2-core machine), restoring the caller's RNG state and thread count after each batch."""
+        per-image tensor ops split over threads can be many times slower on a busy CPU), restoring the
+        caller's RNG state and thread count after each batch."""
         state = torch.Generator().manual_seed(seed).get_state()
         while True:
             outer_state, outer_threads = torch.get_rng_state(), torch.get_num_threads()

@@ -11,7 +11,7 @@ import re
 from .base import ImageRecord, ReIDDataset, list_images
 from .registry import register_dataset
 
-logger = logging.getLogger("fusionreid.datasets")
+logger = logging.getLogger(__name__)
 
 MARKET_FILE_NAME = re.compile(r"^(-?\d+)_c(\d+)")
 JUNK_PID = -1

@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import DatasetError
 
-logger = logging.getLogger("fusionreid.datasets")
+logger = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
 MANIFEST_NAME = "manifest.json"

@@ -5,7 +5,7 @@ from utils.errors import ConfigError
 
 from .fusion_reid import FusionReID
 
-logger = logging.getLogger("fusionreid.model")
+logger = logging.getLogger(__name__)
 
 
 def build_model(cfg, num_classes, num_cams):

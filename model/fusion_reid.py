@@ -14,7 +14,7 @@ from .fusion import HeterogenousTransmissionModule, LocalRefinementUnit, freeze_
 from .heads import BNNeckHead
 from .pooling import at_least_float32, build_pooling
 
-logger = logging.getLogger("fusionreid.model")
+logger = logging.getLogger(__name__)
 
 # Every feature the model can supervise and return, in the order of the concatenation f_a.
 FEATURE_NAMES = ("cnn", "transformer", "lru_cnn", "lru_transformer", "htm_cnn", "htm_transformer")

@@ -21,17 +21,16 @@ from tqdm import tqdm
 
 from loss import id_accuracy
 from model.backbones.weights import load_checked, strip_prefix
-from utils.checkpoint import (BEST_CHECKPOINT, TRAINING_KEYS, CheckpointError, atomic_torch_save,
-                              atomic_write_text, load_checkpoint, load_last_checkpoint, save_checkpoint)
+from utils.checkpoint import (TRAINING_KEYS, CheckpointError, atomic_torch_save, atomic_write_text,
+                              load_checkpoint, load_last_checkpoint, save_checkpoint)
 from utils.distributed import broadcast_buffers, get_rank, get_world_size, is_dist, is_main_process
 from utils.errors import FusionReIDError
 from utils.misc import autocast, epoch_seed, get_rng_state, make_grad_scaler, resolve_amp, set_rng_state, set_seed
+from utils.output_files import BEST_CHECKPOINT, RESULTS_FILE
 
 from .inference import METRIC_KEYS, format_metrics, run_evaluation
 
 logger = logging.getLogger(__name__)
-
-RESULTS_FILE = "results.json"
 
 
 class NonFiniteLossError(FusionReIDError, RuntimeError):

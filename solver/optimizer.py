@@ -5,14 +5,9 @@ from typing import Dict, List, Set, Tuple
 import torch
 import torch.nn as nn
 
+from utils.distributed import unwrap_model
+
 logger = logging.getLogger(__name__)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DataParallel / DistributedDataParallel wrappers."""
-    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        model = model.module
-    return model
 
 
 def no_decay_names(model: nn.Module) -> Set[str]:
@@ -34,7 +29,7 @@ def param_groups(model: nn.Module, weight_decay: float, bias_lr_factor: float) -
     ``lr_scale = bias_lr_factor`` for names ending in 'bias', else 1. ``lr_scale`` is what timm
     schedulers multiply their learning rate by, so the factor survives scheduling.
     """
-    model = _unwrap(model)
+    model = unwrap_model(model)
     skip = no_decay_names(model)
     groups: Dict[Tuple[float, float], Dict] = {}
     for name, p in model.named_parameters():

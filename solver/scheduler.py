@@ -38,13 +38,12 @@ logger = logging.getLogger(__name__)
 def warmup_epochs(cfg) -> int:
     """The warm-up length the schedule uses: SOLVER.WARMUP_EPOCHS, clipped to SOLVER.MAX_EPOCHS - 1.
 
-    Logs one warning when it clips (see the module docstring for why ``MAX_EPOCHS - 1``).
+    Logs one warning when it clips (see the module docstring for why ``MAX_EPOCHS - 1``). The ranges
+    (``MAX_EPOCHS >= 1``, ``WARMUP_EPOCHS >= 0``) are checked where the config is loaded
+    (``configs.load_cfg``), with the file and key named.
     """
     s = cfg.SOLVER
     requested, max_epochs = int(s.WARMUP_EPOCHS), int(s.MAX_EPOCHS)
-    if max_epochs < 1 or requested < 0:
-        raise ValueError(f"SOLVER.MAX_EPOCHS ({max_epochs}) must be >= 1 and SOLVER.WARMUP_EPOCHS "
-                         f"({requested}) >= 0")
     if requested < max_epochs:
         return requested
     used = max_epochs - 1

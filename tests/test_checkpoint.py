@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from utils import checkpoint as ckpt
-from utils.misc import epoch_seed, get_rng_state, resolve_amp, set_rng_state, set_seed
+from utils.misc import (DATA_STREAM, TRAINING_STREAM, epoch_seed, get_rng_state, resolve_amp, set_rng_state,
+                        set_seed)
 
 
 def _state(value):
@@ -81,9 +82,27 @@ def test_rng_state_roundtrip_weights_only(tmp_path):
     assert got[:3] == expected[:3] and torch.equal(got[3], expected[3])
 
 
-def test_epoch_seed_and_amp_on_cpu():
-    assert epoch_seed(1111, 3) == epoch_seed(1111, 3)
-    assert len({epoch_seed(1111, e, r) for e in range(5) for r in range(3)}) == 15
+def test_epoch_seed_depends_only_on_its_arguments():
+    """The seed of an epoch is what makes a resumed run repeat an uninterrupted one, so it must not
+    depend on the process (hash seed, earlier draws of the global RNGs) nor collide between epochs,
+    ranks, base seeds or streams."""
+    expected = {(1111, 3, 0, TRAINING_STREAM): 3140650550152898998,
+                (1111, 3, 2, DATA_STREAM): 5840464697858170125}
+    for state in (0, 1):  # whatever the global RNGs did before, the same values, and no draw taken
+        set_seed(state)
+        random.random(), np.random.rand(), torch.rand(1)
+        before = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        assert {args: epoch_seed(*args) for args in expected} == expected
+        after = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        assert after[0] == before[0] and torch.equal(after[2], before[2])
+        assert np.array_equal(after[1][1], before[1][1]) and after[1][2] == before[1][2]  # keys, position
+    seeds = [epoch_seed(s, e, r, stream) for s in (0, 1, 1111) for e in range(5) for r in range(3)
+             for stream in (DATA_STREAM, TRAINING_STREAM)]
+    assert len(set(seeds)) == len(seeds) == 90
+    assert all(0 <= x < 2 ** 63 for x in seeds)  # a valid torch.manual_seed
+
+
+def test_amp_is_off_on_cpu():
     for mode in ("auto", "off", "fp16", "bf16"):
         amp = resolve_amp(mode, torch.device("cpu"))
         assert not amp.enabled and not amp.use_scaler and amp.name == "off"

@@ -18,11 +18,19 @@ def loader_cfg(root, **solver):
     return cfg
 
 
+def _same_batches(a, b):
+    """Two passes gave the same, non-empty list of batches (``all`` over an empty zip proves nothing)."""
+    assert len(a) == len(b) > 0
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
 def test_batches_and_counts(tmp_path):
     train, val, num_query, num_classes, num_cams = make_dataloader(loader_cfg(tmp_path))
     assert (num_query, num_classes, num_cams) == (6, 3, 3)
     records = train.dataset.records
-    for images, pids, camids, indices in train:
+    batches = list(train)
+    assert len(batches) == len(train) > 0
+    for images, pids, camids, indices in batches:
         assert images.shape == (4, 3, 32, 16) and images.dtype == torch.float32
         assert pids.dtype == camids.dtype == indices.dtype == torch.int64
         assert [records[i].pid for i in indices] == pids.tolist()
@@ -43,7 +51,7 @@ def test_ddp_val_shards_and_per_rank_batch(tmp_path):
         per_rank.append([b[1] for b in train])
         assert all(b.shape == (2,) for b in per_rank[-1])                  # IMS_PER_BATCH / world_size
     assert shards[0] + shards[1] == list(range(len(val.dataset)))
-    assert len(per_rank[0]) == len(per_rank[1])
+    assert len(per_rank[0]) == len(per_rank[1]) > 0
     assert all(not set(a.tolist()) & set(b.tolist()) for a, b in zip(*per_rank))
 
 
@@ -57,10 +65,10 @@ def test_augmentation_depends_only_on_seed_and_epoch(tmp_path):
     assert torch.equal(torch.get_rng_state(), before)        # the training's RNG is left alone
     torch.manual_seed(123)
     b = [b[0] for b in second]
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert _same_batches(a, b)
     first.sampler.set_epoch(1)
     c = [b[0] for b in first]
-    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+    assert not _same_batches(a, c)
 
 
 def test_augmentation_reproducible_with_a_worker(tmp_path):
@@ -71,7 +79,7 @@ def test_augmentation_reproducible_with_a_worker(tmp_path):
         train, *_ = make_dataloader(cfg)
         train.sampler.set_epoch(2)
         runs.append([b[0] for b in train])
-    assert all(torch.equal(x, y) for x, y in zip(*runs))
+    assert _same_batches(*runs)
 
 
 def test_batch_larger_than_the_identities(tmp_path):

@@ -120,9 +120,9 @@ def test_relabelling_is_sorted_and_dense(tmp_path):
 
 def test_statistics_table_and_published_count_warnings(tmp_path, caplog):
     make_market_tree(tmp_path, "market1501", MARKET_NAMES)
-    with caplog.at_level(logging.INFO, logger="fusionreid.datasets"):
+    with caplog.at_level(logging.INFO, logger="datasets"):
         build_dataset("market1501", str(tmp_path))
-    records = [r for r in caplog.records if r.name == "fusionreid.datasets"]
+    records = [r for r in caplog.records if r.name.startswith("datasets.")]
     table = next(r.getMessage() for r in records if r.levelno == logging.INFO and "split" in r.getMessage())
     assert re.search(r"train\s*\|\s*3\s*\|\s*5\s*\|\s*4\b", table)       # ids | images | cameras
     assert re.search(r"query\s*\|\s*2\s*\|\s*2\s*\|\s*2\b", table)
@@ -210,7 +210,7 @@ def test_skip_corrupt_uses_another_image_of_the_same_pid(tmp_path, caplog):
     assert records[0].pid == records[1].pid
     open(bad, "wb").close()
     dataset = datasets.ImageDataset(records, skip_corrupt=True)
-    with caplog.at_level(logging.WARNING, logger="fusionreid.datasets"):
+    with caplog.at_level(logging.WARNING, logger="datasets"):
         image, pid, camid, index = dataset[0]
     assert (pid, camid, index) == (records[0].pid, records[0].camid, 0) and image.size == (4, 8)
     assert any(bad in r.getMessage() and good in r.getMessage() for r in caplog.records)

@@ -9,8 +9,10 @@ from PIL import Image
 from datasets import build_transforms
 from model import build_model
 from model.backbones.weights import WeightsError
+from processor import extract_features as evaluation_features
 from tests.helpers import TINY, tiny_cfg
-from utils.feature_extractor import FeatureExtractor, checkpoint_sizes, folder_identities, list_images
+from utils.feature_extractor import FeatureExtractor, checkpoint_sizes, find_images, folder_identities
+from utils.misc import resolve_amp
 
 NUM_CLASSES, NUM_CAMS = 5, 3
 
@@ -47,20 +49,11 @@ def extract(trained):
 
 
 def _processor_features(model, batch, cams):
-    """The evaluation path of processor/ (test_net's) when it exists, else the eval forward."""
-    try:
-        from processor import extract_features
-    except ImportError:
-        with torch.no_grad():
-            return model(batch, cams)
+    """Features of ``batch`` through the evaluation path of processor/ (test_net's)."""
     loader = [(batch, torch.zeros(len(cams), dtype=torch.long), cams, torch.arange(len(cams)))]
-    feats, _, _ = extract_features(model, loader, torch.device("cpu"), amp=_no_amp())
+    cpu = torch.device("cpu")
+    feats, _, _ = evaluation_features(model, loader, cpu, amp=resolve_amp("off", cpu))
     return feats
-
-
-def _no_amp():
-    from utils.misc import resolve_amp
-    return resolve_amp("off", torch.device("cpu"))
 
 
 def test_sizes_come_from_the_checkpoint(trained):
@@ -109,7 +102,7 @@ def test_errors_name_the_key(trained, extract, tmp_path):
 
 def test_folders_and_identities(trained):
     _, _, _, paths, root = trained
-    found = list_images(os.path.join(root, "images"))
+    found = find_images(os.path.join(root, "images"))
     assert found == sorted(paths)
     assert folder_identities(found, os.path.join(root, "images")) == ["0001", "0001", "0002", "0002"]
     assert folder_identities(found, os.path.join(root, "images", "0001")) is None

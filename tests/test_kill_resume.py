@@ -10,7 +10,7 @@ the next run must resume from it. A last ``--resume`` run finishes (exit 0) and 
 file behind.
 
 The processes are forked by a small server script written into tmp_path (importing torch once
-instead of seven times keeps the test at about half a minute on 2 cores); each child runs
+instead of seven times keeps the test short); each child runs
 ``train_net.main`` and is killed with SIGKILL by pid. The chosen moments come from patches of
 ``torch.save`` / ``utils.checkpoint.atomic_write_text`` in the children only: the patched save writes
 half of the checkpoint, creates a marker file and sleeps until killed. Production code has no hook.
@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 WRAPPER = r'''
 """A fork server of train_net.py with test hooks, used by tests/test_kill_resume.py.
 
-Imports everything once (5-10 s on a busy 2-core machine), then for every JSON line on stdin forks
+Imports everything once (the slow part), then for every JSON line on stdin forks
 a child that runs ``train_net.main`` with its output in the given log file. Replies on stdout:
 ``ready``, then per run ``pid N`` and ``exit N CODE`` (CODE -9: SIGKILLed). Hooks in the child
 only: ``pause`` "write:N" hangs half-way through writing checkpoint N, "pointer:N" after checkpoint N

@@ -67,13 +67,45 @@ def test_hinge_margin_hand_case():
 
 
 def test_hard_mining_gradient_hits_only_hardest_pairs():
+    """Hinge margin 0.3 on the line batch: anchor 0 (1 - 3 + 0.3), anchor 1 (1 - 2 + 0.3) and anchor 3
+    (7 - 9 + 0.3) are inside the margin; only anchor 2 (at 3) counts: hardest positive the point at 10
+    (7), hardest negative the point at 1 (2). So loss = (|x2 - x3| - |x2 - x1| + 0.3) / 4 and the
+    gradient is exactly +1/4 on x1, -1/2 on x2, +1/4 on x3 and 0 on x0, which is in no active triplet
+    (mining the easiest pairs, or a mean over all pairs, moves x0)."""
     feat, pids, _, _ = _line_batch()
     feat = feat.clone().requires_grad_(True)
-    TripletLoss(0.3)(feat, pids).backward()
-    # anchor 3 (at 10): gap 7 - 9 + 0.3 < 0 -> no loss; anchors 0, 1, 2 pull/push points 0..3
-    assert feat.grad.abs().sum() > 0
-    # point 3 is only ever the hardest *positive* of anchor 2 (gap 7 - 2 + 0.3 > 0): pulled to 3
-    assert feat.grad[3, 0] > 0
+    loss = TripletLoss(0.3)(feat, pids)
+    assert loss.item() == pytest.approx(5.3 / 4, rel=1e-5)
+    loss.backward()
+    torch.testing.assert_close(feat.grad, torch.tensor([[0.0], [0.25], [-0.5], [0.25]]), rtol=0, atol=1e-5)
+
+
+def _hardest_by_hand(feat, pids):
+    """Per anchor, by looping over the pairs: the farthest same-id item and the nearest other-id item."""
+    positives, negatives = [], []
+    for a in range(len(feat)):
+        dist = [float((feat[a] - feat[j]).norm()) for j in range(len(feat))]
+        same = [j for j in range(len(feat)) if pids[j] == pids[a]]
+        other = [j for j in range(len(feat)) if pids[j] != pids[a]]
+        positives.append(max(same, key=lambda j: dist[j]))
+        negatives.append(min(other, key=lambda j: dist[j]))
+    return positives, negatives
+
+
+def test_soft_margin_gradient_equals_the_hand_mined_triplets():
+    """Soft margin on random 2-d features: the gradient equals that of Eq. 11 written out over the
+    (anchor, hardest positive, hardest negative) triplets found by hand, and no other pairs."""
+    g = torch.Generator().manual_seed(0)
+    feat = torch.randn(9, 2, generator=g, dtype=torch.float64)
+    pids = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    pos, neg = _hardest_by_hand(feat, pids)
+    anchors = torch.arange(9)
+    x = feat.clone().requires_grad_(True)
+    gap = (x[anchors] - x[pos]).norm(dim=1) - (x[anchors] - x[neg]).norm(dim=1)
+    torch.nn.functional.softplus(gap).mean().backward()
+    y = feat.float().requires_grad_(True)
+    TripletLoss(0.0)(y, pids).backward()
+    torch.testing.assert_close(y.grad.double(), x.grad, rtol=1e-4, atol=1e-5)
 
 
 def test_soft_margin_no_overflow():
@@ -84,7 +116,6 @@ def test_soft_margin_no_overflow():
     gaps = torch.tensor([1000.0 - 1.0, 1000.0 - 998.0, 1.0 - 1.0, 1.0 - 2.0], dtype=torch.float64)
     expected = (torch.clamp(gaps, min=0) + torch.log1p(torch.exp(-gaps.abs()))).mean()
     assert torch.isfinite(loss) and loss.item() == pytest.approx(expected.item(), rel=1e-5)
-    assert torch.isinf(torch.log(1 + torch.exp(torch.tensor(999.0))))  # what softplus avoids
     loss.backward()
     assert torch.isfinite(feat.grad).all()
 

@@ -1,10 +1,17 @@
-"""Tests of utils/metrics.py and utils/reranking.py against slow, obviously-correct references."""
+"""Tests of utils/distance.py, utils/metrics.py and utils/reranking.py against slow, obviously-correct
+references."""
+import ast
+import os
+
 import numpy as np
 import pytest
 import torch
 
-from utils.metrics import eval_rank, evaluate, pairwise_distance
+from utils.distance import GalleryDistance, pairwise_distance
+from utils.metrics import eval_rank, evaluate
 from utils.reranking import re_ranking
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def brute_force_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50):
@@ -165,6 +172,31 @@ def test_pairwise_distance_values():
     g2[0] *= 100
     assert not np.allclose(pairwise_distance(q, g2).numpy()[:, 0],
                            pairwise_distance(q, g2, feat_norm=True).numpy()[:, 0])
+
+
+@pytest.mark.parametrize("metric,feat_norm", [("euclidean", False), ("euclidean", True), ("cosine", False)])
+def test_gallery_distance_pairs_are_entries_of_the_matrix(metric, feat_norm):
+    """``GalleryDistance.pairs`` (re-ranking's per-pair distances) = the matrix entries it stands for."""
+    g = torch.Generator().manual_seed(0)
+    q, gal = torch.randn(6, 8, generator=g), 3 * torch.randn(5, 8, generator=g)
+    dist = GalleryDistance(gal, metric, feat_norm)
+    rows, cols = torch.tensor([0, 0, 3, 5, 2, 2]), torch.tensor([4, 1, 1, 0, 2, 3])
+    torch.testing.assert_close(dist.pairs(q[rows], cols), dist(q)[rows, cols], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="metric must be one of"):
+        GalleryDistance(gal, "manhattan")
+
+
+def test_distances_have_their_own_module():
+    """utils.distance imports neither evaluation module; re-ranking does not import evaluation."""
+    imported = {}
+    for name in ("distance", "metrics", "reranking"):
+        with open(os.path.join(ROOT, "utils", f"{name}.py"), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        imported[name] = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported[name] |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+    assert not imported["distance"] & {"utils.metrics", "utils.reranking"}
+    assert "utils.metrics" not in imported["reranking"]
+    assert {"utils.distance", "utils.reranking"} <= imported["metrics"]
 
 
 def test_evaluate_feat_norm_matters():

@@ -27,9 +27,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from utils.errors import cli_entry  # noqa: E402
-from utils.feature_extractor import extractor_from_args, folder_identities, list_images  # noqa: E402
+from utils.feature_extractor import extractor_from_args, find_images, folder_identities  # noqa: E402
 
-logger = logging.getLogger("extract_features")
+logger = logging.getLogger(__name__)
 
 
 def parse_args(argv=None):
@@ -53,7 +53,7 @@ def parse_args(argv=None):
 
 def describe(extractor, folder):
     """(paths, features [N, d] numpy) of every image under ``folder``."""
-    paths = list_images(folder)
+    paths = find_images(folder)
     logger.info("%s: %d images", folder, len(paths))
     return paths, extractor(paths).numpy()
 
@@ -61,7 +61,7 @@ def describe(extractor, folder):
 def rank(extractor, args):
     """Query/gallery features, distances, ranking; the ranked-list figure; printed top-k."""
     from utils import visualization as vis
-    from utils.metrics import pairwise_distance
+    from utils.distance import pairwise_distance
 
     cfg = extractor.cfg
     q_paths, qf = describe(extractor, args.query)

@@ -21,8 +21,8 @@ Runs are trained one after another with ``python train_net.py --config_file F`` 
 
 The printed table has the paper's mAP / Rank-1 / Params / FLOPs beside ours: accuracy from
 ``results.json`` (``--metrics latest``, the last evaluation, or ``best``), blank where not run;
-Params/FLOPs measured by ``tools/model_stats.py``'s ``measure`` (``--no-stats`` skips it, ~10 s
-a model). Figures 5 and 6 are also drawn as a PNG (``--plot-dir``).
+Params/FLOPs measured by ``tools/model_stats.py``'s ``measure`` (``--no-stats`` skips it: it builds
+every model). Figures 5 and 6 are also drawn as a PNG (``--plot-dir``).
 """
 import argparse
 import json
@@ -40,15 +40,15 @@ sys.path.insert(0, ROOT)
 from configs import ConfigError, load_cfg  # noqa: E402
 from configs.paper_tables import TABLE1, TABLES, Row  # noqa: E402
 from utils.errors import FusionReIDError, cli_entry  # noqa: E402
+from utils.output_files import RESULTS_FILE  # noqa: E402
 
-logger = logging.getLogger("reproduce")
+logger = logging.getLogger(__name__)
 
 # Dataset name (DATASETS.NAMES) -> its folder under configs/ and output/, and its number of cameras.
 DATASET_DIRS = {"market1501": "Market", "dukemtmcreid": "DukeMTMC", "msmt17": "MSMT17"}
 DATASET_CAMS = {"market1501": 6, "dukemtmcreid": 8, "msmt17": 15}
 ABLATION_DATASET = "msmt17"
 TABLE_KEYS = ("1",) + tuple(sorted(TABLES))
-RESULTS_FILE = "results.json"
 # Keys that differ between experiments without changing the experiment.
 RUN_INDEPENDENT_KEYS = ("OUTPUT_DIR",)
 

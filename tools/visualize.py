@@ -25,9 +25,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils import visualization as vis  # noqa: E402
 from utils.errors import cli_entry  # noqa: E402
-from utils.feature_extractor import extractor_from_args, list_images  # noqa: E402
+from utils.feature_extractor import extractor_from_args, find_images  # noqa: E402
 
-logger = logging.getLogger("visualize")
+logger = logging.getLogger(__name__)
 
 
 def int_list(text):
@@ -67,7 +67,7 @@ def expand_images(items):
     """Files as given, folders replaced by their images (sorted)."""
     paths = []
     for item in items:
-        paths += list_images(item) if os.path.isdir(item) else [item]
+        paths += find_images(item) if os.path.isdir(item) else [item]
     return paths
 
 
@@ -84,7 +84,7 @@ def dataset_inputs(cfg, num_queries):
 def draw_ranked(extractor, cfg, queries, gallery, topk, path, dpi):
     """Rank ``queries`` against the whole ``gallery`` (records with pids and cameras) and draw the lists."""
     from datasets import read_image
-    from utils.metrics import pairwise_distance
+    from utils.distance import pairwise_distance
 
     logger.info("extracting %d gallery features", len(gallery))
     gf = extractor([r[0] for r in gallery], [r[2] for r in gallery])

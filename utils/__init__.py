@@ -10,8 +10,9 @@ import os
 def prefer_passive_omp():
     """Make idle OpenMP threads sleep instead of spin (``OMP_WAIT_POLICY=PASSIVE``) unless set.
 
-    Must run before ``torch`` is imported. On a small or shared CPU, spinning intra-op threads compete
-    with data-loader workers and other processes; measured on 2 busy cores, a CPU training step of the
-    quick-start model ran ~9x faster with PASSIVE (17.9 vs 1.9 images/s). It has no effect on GPU work.
+    Must run before ``torch`` is imported. On a small or shared CPU, idle intra-op threads that spin
+    take cores from data-loader workers and other processes, which can slow CPU training several
+    times over (compare ``OMP_WAIT_POLICY=ACTIVE python benchmarks/bench_train.py`` with a plain run to
+    see it on a given machine). It has no effect on GPU work.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

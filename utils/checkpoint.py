@@ -4,6 +4,7 @@ Layout of ``OUTPUT_DIR``:
     checkpoint_epoch{N}.pth  full training state after epoch N (see :func:`training_state`)
     last_checkpoint          text file naming the newest checkpoint file (relative to OUTPUT_DIR)
     model_best.pth           model weights of the best evaluation (mAP)
+(names in :mod:`utils.output_files`).
 
 Every file is written to a temporary file in the same folder, flushed, fsync'ed and moved into
 place with ``os.replace``, so a crash or a failing save never leaves a truncated file behind and
@@ -24,11 +25,10 @@ import tempfile
 import torch
 
 from .errors import FusionReIDError
+from .output_files import LAST_CHECKPOINT
 
 logger = logging.getLogger(__name__)
 
-LAST_CHECKPOINT = "last_checkpoint"
-BEST_CHECKPOINT = "model_best.pth"
 _CKPT_RE = re.compile(r"^checkpoint_epoch(\d+)\.pth$")
 # What a training checkpoint must hold to be resumed from (processor.Trainer.state_dict writes more).
 TRAINING_KEYS = ("model", "optimizer", "scheduler", "epoch")

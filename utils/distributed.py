@@ -69,11 +69,6 @@ def cleanup_distributed():
         dist.destroy_process_group()
 
 
-def barrier():
-    if is_dist():
-        dist.barrier()
-
-
 @contextlib.contextmanager
 def main_process_first():
     """Run the block on rank 0 first, then on the other ranks (e.g. generating a dataset once)."""
@@ -152,5 +147,7 @@ def broadcast_object(obj, src=0):
 
 
 def unwrap_model(model):
-    """The module inside a ``DistributedDataParallel``/``DataParallel`` wrapper (or ``model`` itself)."""
-    return model.module if hasattr(model, "module") and isinstance(model.module, torch.nn.Module) else model
+    """The module inside ``DistributedDataParallel`` / ``DataParallel`` wrappers (or ``model`` itself)."""
+    while isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+        model = model.module
+    return model

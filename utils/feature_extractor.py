@@ -32,11 +32,12 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from datasets.base import IMAGE_EXTENSIONS
+
 from .errors import UsageError
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 WEIGHT_KEY = "TEST.WEIGHT"
 
 
@@ -103,8 +104,9 @@ def add_mean_camera(model):
 
 
 # ----------------------------------------------------------------------------- images
-def list_images(folder):
-    """Image files under ``folder`` (recursively), sorted; a clear error when there are none."""
+def find_images(folder):
+    """Paths of the image files under ``folder`` and its subfolders, sorted; a clear error when there
+    are none. (``datasets.base.list_images`` lists one folder's file names, for the dataset layouts.)"""
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"image folder not found: {folder}")
     found = []

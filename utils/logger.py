@@ -1,5 +1,9 @@
 """Logging to the console and to ``OUTPUT_DIR/<name>.log``, rank-aware.
 
+Every module logs through ``logging.getLogger(__name__)`` (``datasets.base``, ``processor.trainer``,
+``__main__`` for a script run directly); :func:`setup_logger` puts the handlers on the root logger,
+so all of them, and the libraries' loggers, end up in the same console and file.
+
 Only the main process logs at INFO to the console and writes the log file; the other ranks print
 warnings and errors only. The file is opened in append mode, so a resumed run keeps the history of
 the first one. Console lines go through ``tqdm.write`` so they do not break a running progress bar.
@@ -28,7 +32,7 @@ class TqdmHandler(logging.StreamHandler):
 
 
 def setup_logger(output_dir=None, rank=0, filename="train.log", level=logging.INFO):
-    """Configure the root logger and return the ``fusionreid`` logger.
+    """Configure the root logger's handlers and return the root logger.
 
     Args:
         output_dir: folder of the log file (created if needed); ``None`` logs to the console only.
@@ -60,7 +64,7 @@ def setup_logger(output_dir=None, rank=0, filename="train.log", level=logging.IN
     # Third-party libraries that are chatty at DEBUG.
     for noisy in ("PIL", "matplotlib", "h5py", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    return logging.getLogger("fusionreid")
+    return root
 
 
 def close_logger():

@@ -17,78 +17,20 @@ change CMC, AP or INP; one comparison per distance finds them, and only those ca
 ordered (by distance, then gallery index). Per chunk of n queries and G gallery items: the
 distance matmul, O(n G) elementwise work, and O(S log S) for the S candidates (S is a small
 fraction of n G for any useful feature; n G at worst, i.e. a plain sort).
+
+The distances themselves come from :mod:`utils.distance`, which :mod:`utils.reranking` shares.
 """
 import contextlib
 import logging
-from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from utils.distance import ArrayLike, GalleryDistance, default_device, to_tensor
+from utils.reranking import re_ranking_chunks
 
 logger = logging.getLogger(__name__)
-
-ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
-
-_METRICS = ("euclidean", "cosine")
-
-
-def _to_tensor(x: ArrayLike, device, dtype=None) -> torch.Tensor:
-    """A torch view of ``x`` (no copy when it already has the device and dtype)."""
-    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-    return t.to(device=device, dtype=dtype or t.dtype)
-
-
-def _default_device(x: ArrayLike) -> torch.device:
-    """The tensors' own device; for numpy inputs CUDA when available, else the CPU."""
-    if isinstance(x, torch.Tensor):
-        return x.device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-# ----------------------------------------------------------------------------- distances
-class GalleryDistance:
-    """Distances from query chunks to a fixed gallery, without copying the gallery features.
-
-    ``metric='euclidean'`` gives the *squared* Euclidean distance (it ranks exactly like the
-    Euclidean distance and saves a square root per entry); ``'cosine'`` gives ``1 - cos``.
-    ``feat_norm=True`` L2-normalises both sides first; the gallery is normalised implicitly by
-    scaling the columns of ``q @ g^T`` with ``1 / ||g||``, so no normalised copy of it is made.
-    Values are clamped at 0 (rounding can make them slightly negative).
-    """
-
-    def __init__(self, gf: torch.Tensor, metric: str = "euclidean", feat_norm: bool = False):
-        if metric not in _METRICS:
-            raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
-        self.gf = gf
-        self.metric = metric
-        self.normalise = bool(feat_norm) or metric == "cosine"
-        if self.normalise:
-            # per-column factor of the dot products: -2/|g| (euclidean, 2 - 2 cos) or -1/|g| (cosine)
-            factor = -2.0 if metric == "euclidean" else -1.0
-            self.g_scale = factor / gf.norm(dim=1).clamp_min(1e-12)
-            self.offset = torch.tensor(2.0 if metric == "euclidean" else 1.0, device=gf.device)
-        else:
-            self.g_sqnorm = (gf * gf).sum(dim=1)
-
-    def __call__(self, qf: torch.Tensor) -> torch.Tensor:
-        """Distances ``[len(qf), len(gallery)]`` in float32."""
-        if self.normalise:
-            # |a - b|^2 = 2 - 2 cos(a, b) for unit vectors; cosine distance 1 - cos(a, b)
-            dist = torch.mm(F.normalize(qf, dim=1), self.gf.t())
-            torch.addcmul(self.offset, dist, self.g_scale, out=dist)  # one fused pass
-        else:
-            dist = torch.addmm(self.g_sqnorm.unsqueeze(0), qf, self.gf.t(), alpha=-2.0)
-            dist.add_((qf * qf).sum(dim=1, keepdim=True))  # |q|^2 + |g|^2 - 2 q.g
-        return dist.clamp_min_(0.0)
-
-
-def pairwise_distance(qf: ArrayLike, gf: ArrayLike, metric: str = "euclidean",
-                      feat_norm: bool = False) -> torch.Tensor:
-    """The full query x gallery distance matrix (float32), as ``evaluate`` computes it per chunk."""
-    device = _default_device(qf)
-    q = _to_tensor(qf, device, torch.float32)
-    return GalleryDistance(_to_tensor(gf, device, torch.float32), metric, feat_norm)(q)
 
 
 # ----------------------------------------------------------------------------- per-chunk metrics
@@ -158,7 +100,7 @@ def _cpu_threads(tensor: torch.Tensor, num: int = 1):
     """Run a block of many small CPU ops with ``num`` intra-op threads (restored afterwards).
 
     The per-chunk bookkeeping is a few dozen light ops; OpenMP fork/join costs more than it saves
-    there, and on a busy CPU every parallel region can stall for milliseconds (measured: 20x).
+    there, and on a busy CPU every parallel region can stall for milliseconds.
     """
     if tensor.device.type != "cpu":
         yield
@@ -204,7 +146,7 @@ class _Accumulator:
 
 
 def _prepare_ids(q_pids, g_pids, q_camids, g_camids, device):
-    ids = [_to_tensor(x, device, torch.int64).reshape(-1) for x in (q_pids, g_pids, q_camids, g_camids)]
+    ids = [to_tensor(x, device, torch.int64).reshape(-1) for x in (q_pids, g_pids, q_camids, g_camids)]
     if len(ids[0]) != len(ids[2]) or len(ids[1]) != len(ids[3]):
         raise ValueError("pids and camids must have one entry per query / gallery item")
     return ids
@@ -232,8 +174,8 @@ def eval_rank(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_camids
     Returns ``{'cmc': np.ndarray[min(max_rank, num_gallery)], 'mAP': float, 'mINP': float}``,
     all fractions. Raises ``ValueError`` when no query has a valid match.
     """
-    device = _default_device(distmat) if isinstance(distmat, torch.Tensor) else torch.device("cpu")
-    dist = _to_tensor(distmat, device)
+    device = default_device(distmat) if isinstance(distmat, torch.Tensor) else torch.device("cpu")
+    dist = to_tensor(distmat, device)
     if not dist.is_floating_point():
         dist = dist.to(torch.float64)
     q_pids, g_pids, q_camids, g_camids = _prepare_ids(q_pids, g_pids, q_camids, g_camids, device)
@@ -256,12 +198,12 @@ def evaluate(qf: ArrayLike, gf: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike,
     O(chunk_size x Ng), never O(Nq x Ng). ``device``: where to compute (default: the features'
     device for tensors, else CUDA when available, else CPU). ``rerank=(k1, k2, lambda)`` ranks
     with k-reciprocal re-ranking distances instead (see ``utils.reranking``; memory O((Nq+Ng)^2)
-    is avoided there too). Results equal ``eval_rank(pairwise_distance(qf, gf, metric,
-    feat_norm), ...)``.
+    is avoided there too). Results equal ``eval_rank(utils.distance.pairwise_distance(qf, gf,
+    metric, feat_norm), ...)``.
     """
-    device = torch.device(device) if device is not None else _default_device(qf)
-    q = _to_tensor(qf, device, torch.float32)
-    g = _to_tensor(gf, device, torch.float32)
+    device = torch.device(device) if device is not None else default_device(qf)
+    q = to_tensor(qf, device, torch.float32)
+    g = to_tensor(gf, device, torch.float32)
     if q.dim() != 2 or g.dim() != 2 or q.shape[1] != g.shape[1]:
         raise ValueError(f"features must be [N, d] with the same d, got {tuple(q.shape)}, {tuple(g.shape)}")
     ids = _prepare_ids(q_pids, g_pids, q_camids, g_camids, device)
@@ -270,7 +212,6 @@ def evaluate(qf: ArrayLike, gf: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike,
     chunk_size = max(1, int(chunk_size))
     with torch.no_grad():
         if rerank is not None:
-            from utils.reranking import re_ranking_chunks
             k1, k2, lam = rerank
             chunks = re_ranking_chunks(q, g, k1, k2, lam, metric=metric, feat_norm=feat_norm,
                                        chunk_size=chunk_size)

@@ -13,7 +13,7 @@ E = k (h + 1) the largest expanded set, memory is:
 
 Time: the N x N dot products once (neighbours and row maxima), the Nq x Ng ones once more (final
 rows), O(N E d) for the weights; the rest is sparse. The original distance is the squared
-Euclidean (or cosine) distance of ``utils.metrics.GalleryDistance`` -- features L2-normalised
+Euclidean (or cosine) distance of ``utils.distance.GalleryDistance`` -- features L2-normalised
 first when ``feat_norm`` -- divided by its row maximum over all N items, as in the reference
 method. V is float32 (the reference code stores it in float16). Which of several items tied at
 the k-th neighbour is kept is up to ``torch.topk``; the kept ones are ordered by (distance, index).
@@ -23,7 +23,7 @@ from typing import Iterator, Tuple
 
 import torch
 
-from utils.metrics import GalleryDistance
+from utils.distance import GalleryDistance
 
 logger = logging.getLogger(__name__)
 
@@ -126,19 +126,10 @@ def _pair_distances(items: _Items, rows: torch.Tensor, cols: torch.Tensor) -> to
         f[~r_is_q] = items.gf[r[~r_is_q] - items.nq]
         d = torch.empty(len(r), device=r.device)
         c_is_q = c < items.nq
-        d[c_is_q] = _elementwise(items.to_q, f[c_is_q], c[c_is_q])
-        d[~c_is_q] = _elementwise(items.to_g, f[~c_is_q], c[~c_is_q] - items.nq)
+        d[c_is_q] = items.to_q.pairs(f[c_is_q], c[c_is_q])
+        d[~c_is_q] = items.to_g.pairs(f[~c_is_q], c[~c_is_q] - items.nq)
         out[s: s + block] = d
     return out
-
-
-def _elementwise(dist: GalleryDistance, f: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """``dist`` of each row of ``f`` to one gallery column each (not a matrix)."""
-    g = dist.gf[cols]
-    if dist.normalise:
-        f = torch.nn.functional.normalize(f, dim=1)
-        return torch.addcmul(dist.offset, (f * g).sum(1), dist.g_scale[cols]).clamp_min(0.0)
-    return ((f * f).sum(1) + dist.g_sqnorm[cols] - 2.0 * (f * g).sum(1)).clamp_min(0.0)
 
 
 def re_ranking_chunks(qf: torch.Tensor, gf: torch.Tensor, k1: int = 20, k2: int = 6,

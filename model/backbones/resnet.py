@@ -12,7 +12,7 @@ from utils.errors import ConfigError
 
 from .weights import load_checked, read_state_dict, strip_prefix
 
-logger = logging.getLogger("fusionreid.model")
+logger = logging.getLogger(__name__)
 
 _RESNETS = {
     "resnet18": torchvision.models.resnet18,

@@ -18,7 +18,7 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 
 from .weights import WeightsError, check_path, load_checked, read_state_dict, strip_prefix
 
-logger = logging.getLogger("fusionreid.model")
+logger = logging.getLogger(__name__)
 
 
 def patch_grid(img_size, patch_size, stride):
