@@ -18,7 +18,8 @@ utils.prefer_passive_omp()  # before torch is imported
 import numpy as np  # noqa: E402
 
 from processor import format_metrics, run_evaluation, write_results  # noqa: E402
-from processor.cli import RunContext, base_parser, parse_cli  # noqa: E402
+from processor.cli import RunContext  # noqa: E402
+from utils.cli import ConfigArgumentParser  # noqa: E402
 from utils.distributed import is_main_process, main_process_first  # noqa: E402
 from utils.errors import cli_entry  # noqa: E402
 from utils.misc import resolve_amp  # noqa: E402
@@ -28,10 +29,10 @@ logger = logging.getLogger(__name__)
 
 
 def parse_args(argv=None):
-    parser = base_parser("Evaluate a trained FusionReID model (TEST.WEIGHT).")
+    parser = ConfigArgumentParser("Evaluate a trained FusionReID model (TEST.WEIGHT).")
     parser.add_argument("--save-features", dest="save_features", default="", metavar="FILE",
                         help="also save query/gallery features, pids and camids to FILE (.npz)")
-    return parse_cli(parser, argv)
+    return parser.parse_args(argv)
 
 
 def save_features(path, feats, pids, camids, num_query):
@@ -56,13 +57,13 @@ def main(argv=None):
         cfg, device = ctx.cfg, ctx.device
         check_path(cfg.TEST.WEIGHT, "TEST.WEIGHT")  # fail before the data are prepared
         with main_process_first():
-            _, val_loader, num_query, num_classes, num_cams = make_dataloader(cfg)
-        model = build_model(cfg, num_classes, num_cams)
+            data = make_dataloader(cfg)
+        model = build_model(cfg, data.num_classes, data.num_cams)
         model.load_param(cfg.TEST.WEIGHT, key="TEST.WEIGHT")  # ID classifiers of another shape are skipped
         model.to(device)
         logger.info("evaluating feature %r (%s the BNNeck) of %s", cfg.TEST.FEAT, cfg.TEST.NECK_FEAT,
                     cfg.TEST.WEIGHT)
-        metrics, (feats, pids, camids) = run_evaluation(cfg, model, val_loader, num_query, device,
+        metrics, (feats, pids, camids) = run_evaluation(cfg, model, data.val_loader, data.num_query, device,
                                                         resolve_amp(cfg.SOLVER.AMP, device))
         logger.info("test: %s", format_metrics(metrics))
         if is_main_process():
@@ -70,7 +71,7 @@ def main(argv=None):
             write_results(cfg.OUTPUT_DIR, results, name=TEST_RESULTS_FILE)
             logger.info("results written to %s", os.path.join(cfg.OUTPUT_DIR, TEST_RESULTS_FILE))
             if args.save_features:
-                save_features(args.save_features, feats, pids, camids, num_query)
+                save_features(args.save_features, feats, pids, camids, data.num_query)
         return metrics
 
 

@@ -15,39 +15,19 @@ import utils
 
 utils.prefer_passive_omp()  # before torch is imported
 
-from processor import Trainer, convert_sync_bn  # noqa: E402
-from processor.cli import RunContext, base_parser, parse_cli  # noqa: E402
-from utils.distributed import main_process_first  # noqa: E402
+from processor import build_trainer  # noqa: E402
+from processor.cli import RunContext  # noqa: E402
+from utils.cli import ConfigArgumentParser  # noqa: E402
 from utils.errors import cli_entry  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 
 def parse_args(argv=None):
-    parser = base_parser("Train and evaluate FusionReID.")
+    parser = ConfigArgumentParser("Train and evaluate FusionReID.")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the last checkpoint in OUTPUT_DIR (see its last_checkpoint file)")
-    return parse_cli(parser, argv)
-
-
-def build_trainer(cfg, device):
-    """Data, model, loss, optimizer and scheduler of ``cfg``, assembled into a :class:`Trainer`."""
-    from datasets import make_dataloader
-    from loss import build_loss
-    from model import build_model
-    from solver import build_optimizer, build_scheduler
-
-    with main_process_first():  # rank 0 generates/checks the data before the others read them
-        train_loader, val_loader, num_query, num_classes, num_cams = make_dataloader(cfg)
-    logger.info("data: %d train identities, %d cameras, %d train batches/epoch, %d query + %d gallery images",
-                num_classes, num_cams, len(train_loader), num_query, len(val_loader.dataset) - num_query)
-    model = build_model(cfg, num_classes, num_cams).to(device)
-    model = convert_sync_bn(model, cfg, device)
-    logger.info("model: %.2fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
-    loss_fn = build_loss(cfg, num_classes)
-    optimizer = build_optimizer(cfg, model)
-    scheduler = build_scheduler(cfg, optimizer)
-    return Trainer(cfg, model, loss_fn, optimizer, scheduler, train_loader, val_loader, num_query, device)
+    return parser.parse_args(argv)
 
 
 @cli_entry

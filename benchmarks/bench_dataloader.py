@@ -6,7 +6,6 @@ Prints train-loader images/s with 0, 1 and 2 worker processes (after one warm-up
 start-up is not counted) and the per-image decode time of both libraries, all measured in this run;
 ratios are relative to 0 workers and to OpenCV.
 """
-import argparse
 import logging
 import os
 import sys
@@ -20,6 +19,7 @@ from configs import load_cfg  # noqa: E402
 from datasets import build_dataset, make_dataloader  # noqa: E402
 from datasets.image_io import DECODERS  # noqa: E402
 from datasets.transforms import build_transforms  # noqa: E402
+from utils.cli import ConfigArgumentParser  # noqa: E402
 from utils.errors import cli_entry  # noqa: E402
 
 
@@ -28,7 +28,7 @@ def loader_images_per_second(cfg, num_workers, batches):
     cfg = cfg.clone()
     cfg.defrost()
     cfg.DATALOADER.NUM_WORKERS = num_workers
-    train_loader = make_dataloader(cfg)[0]
+    train_loader = make_dataloader(cfg).train_loader
     iterator = iter(train_loader)
     next(iterator)
     count, start = 0, time.perf_counter()
@@ -56,11 +56,9 @@ def per_image_seconds(function, items, repeats=3):
 
 @cli_entry
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config_file", default="")
+    parser = ConfigArgumentParser(__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=15, help="timed batches per worker count")
     parser.add_argument("--images", type=int, default=300, help="images decoded per library")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     cfg = load_cfg(args.config_file, ["DATASETS.NAMES", "synthetic", "SOLVER.IMS_PER_BATCH", "64",

@@ -12,7 +12,6 @@ CUDA allocator's peak on GPU and the process's peak resident set size on CPU. Wi
 ``--config_file`` the default config is the paper's full model (ResNet50 + ViT-B/16*, D=768, 256x128)
 with random weights (MODEL.PRETRAIN_CHOICE none).
 """
-import argparse
 import logging
 import os
 import resource
@@ -28,6 +27,7 @@ utils.prefer_passive_omp()  # before torch is imported
 import torch  # noqa: E402
 
 from configs import load_cfg  # noqa: E402
+from utils.cli import ConfigArgumentParser  # noqa: E402
 from utils.errors import cli_entry  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
 from utils.misc import autocast, make_grad_scaler, resolve_amp, resolve_device, set_seed  # noqa: E402
@@ -36,14 +36,12 @@ logger = logging.getLogger(__name__)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config_file", default="", help="YAML config (default: the paper's full model)")
+    parser = ConfigArgumentParser(__doc__.split("\n\n")[0], config_help="YAML config (default: the paper's full model)")
     parser.add_argument("--batch", type=int, default=8, help="images per step (training and extraction)")
     parser.add_argument("--iters", type=int, default=5, help="timed steps")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--num-classes", type=int, default=751, help="identities of the ID classifiers")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser.parse_args(argv)
 
 

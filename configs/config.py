@@ -2,8 +2,14 @@
 
 Every failure names the file and key at fault: an unknown key, a value of the wrong type, a value
 outside a key's allowed names, or a missing/cyclic ``_BASE_`` file.
+
+Renamed keys (:data:`RENAMED_KEYS`) are still accepted under their old names, in a YAML file or on the
+command line: the value goes to the new key and a deprecation warning naming both is logged. Giving the
+old and the new name with different values in one file (or both on the command line) is an error.
 """
+import logging
 import os
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -13,13 +19,21 @@ from utils.errors import ConfigError  # defined with the other user errors; expo
 
 from .defaults import get_cfg_defaults
 
+logger = logging.getLogger(__name__)
+
 BASE_KEY = "_BASE_"
+
+# Old key -> new key. The old names are deprecated aliases: accepted with a warning.
+RENAMED_KEYS = {
+    "INPUT.PROB": "INPUT.FLIP_PROB",              # it is the probability of the horizontal flip
+    "MODEL.POOLING": "MODEL.FUSION.POOLING",      # pooling of the LRU maps; MODEL.CNN.POOLING is the CNN's
+}
+
 
 # Keys whose value must be one of a fixed set of names.
 CHOICES = {
     "MODEL.DEVICE": ("auto", "cuda", "cpu"),
     "MODEL.PRETRAIN_CHOICE": ("imagenet", "self", "none"),
-    "MODEL.POOLING": ("gem", "avg"),
     "MODEL.CNN.NAME": ("", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
     "MODEL.CNN.POOLING": ("gem", "avg", "max"),
     "MODEL.TRANSFORMER.NAME": ("", "vit_base_patch16_224", "deit_base_patch16_224", "t2t_vit_t_14",
@@ -27,6 +41,7 @@ CHOICES = {
     "MODEL.TRANSFORMER.T2T_ATTN_SCALE": ("head_dim", "embed_dim"),
     "MODEL.TRANSFORMER.T2T_POS_EMBED": ("checkpoint", "sinusoid"),
     "MODEL.FUSION.HTM_ORDER": HTM_ORDERS,
+    "MODEL.FUSION.POOLING": ("gem", "avg"),
     "DATASETS.NAMES": ("market1501", "dukemtmcreid", "msmt17", "synthetic"),
     "DATALOADER.SAMPLER": ("identity", "random"),
     "SOLVER.OPTIMIZER_NAME": ("SGD", "AdamW"),
@@ -37,8 +52,85 @@ CHOICES = {
 }
 
 
+_MISSING = object()
+
+
+def _pop_dotted(mapping: Dict[str, Any], key: str) -> Any:
+    """Remove and return ``mapping[A][B][C]`` for ``key`` 'A.B.C'; ``_MISSING`` when absent."""
+    *parents, leaf = key.split(".")
+    node = mapping
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node.pop(leaf, _MISSING) if isinstance(node, dict) else _MISSING
+
+
+def _get_dotted(mapping: Dict[str, Any], key: str) -> Any:
+    *parents, leaf = key.split(".")
+    node = mapping
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node.get(leaf, _MISSING) if isinstance(node, dict) else _MISSING
+
+
+def _set_dotted(mapping: Dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = mapping
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):  # e.g. 'INPUT: 3'; yacs names the bad section when merging
+            return
+    node[leaf] = value
+
+
+def _warn_renamed(source: str, old: str, new: str) -> None:
+    logger.warning("%s: config key %s is deprecated, read as %s (rename it)", source, old, new)
+
+
+def rename_keys_in_mapping(mapping: Dict[str, Any], source: str) -> Dict[str, Any]:
+    """``mapping`` (one YAML file's keys, nested) with every old key of :data:`RENAMED_KEYS` moved to
+    its new name, in place. Old and new name with different values: a ``ConfigError`` naming both."""
+    for old, new in RENAMED_KEYS.items():
+        value = _pop_dotted(mapping, old)
+        if value is _MISSING:
+            continue
+        _warn_renamed(source, old, new)
+        current = _get_dotted(mapping, new)
+        if current is not _MISSING and current != value:
+            raise ConfigError(f"{source}: {old} (deprecated) = {value!r} and {new} = {current!r} are the same "
+                              f"setting with different values; keep only {new}")
+        _set_dotted(mapping, new, value)
+    return mapping
+
+
+def rename_override_keys(opts: Sequence[str], source: str = "command line") -> List[str]:
+    """KEY VALUE overrides with every old key of :data:`RENAMED_KEYS` replaced by its new name.
+
+    The old and the new name both given with different values is a ``ConfigError`` naming both; with
+    the same value, both are accepted.
+    """
+    out: List[str] = []
+    given: Dict[str, Any] = {}  # new key -> (name as given, decoded value)
+    for key, value in zip(opts[0::2], opts[1::2]):
+        new = RENAMED_KEYS.get(key)
+        if new is not None:
+            _warn_renamed(source, key, new)
+        target = new or key
+        if target in RENAMED_KEYS.values():
+            decoded = CN._decode_cfg_value(value)
+            if target in given and given[target][0] != key and given[target][1] != decoded:
+                first, first_value = given[target]
+                raise ConfigError(f"{source}: {first} {first_value!r} and {key} {decoded!r} are the same setting "
+                                  f"({target}) with different values; give it once, as {target}")
+            given[target] = (key, decoded)
+        out += [target, value]
+    return out
+
+
 def _read_yaml(path, chain=()):
-    """The mapping of a YAML file with its ``_BASE_`` chain merged underneath (paths relative to the file)."""
+    """The mapping of a YAML file with its ``_BASE_`` chain merged underneath (paths relative to the file).
+
+    Each file's renamed keys are moved to their new names before the merge, so a file overrides its base
+    whichever name either uses."""
     path = os.path.abspath(path)
     if path in chain:
         raise ConfigError(f"{BASE_KEY} cycle: {' -> '.join(chain + (path,))}")
@@ -53,6 +145,7 @@ def _read_yaml(path, chain=()):
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys at the top level, got {type(data).__name__}")
     base = data.pop(BASE_KEY, None)
+    rename_keys_in_mapping(data, path)
     if base is None:
         return data
     if not isinstance(base, str):
@@ -118,8 +211,10 @@ def _check_values(cfg, source):
                                      f"DATALOADER.NUM_INSTANCE ({cfg.DATALOADER.NUM_INSTANCE})")
 
 
-def load_cfg(config_file="", opts=None, freeze=True):
-    """Defaults, then ``config_file`` (and its ``_BASE_`` chain), then ``opts`` = [KEY, VALUE, ...]."""
+def load_cfg(config_file: str = "", opts: Optional[Sequence[str]] = None, freeze: bool = True) -> CN:
+    """Defaults, then ``config_file`` (and its ``_BASE_`` chain), then ``opts`` = [KEY, VALUE, ...].
+
+    Deprecated key names (:data:`RENAMED_KEYS`) are accepted in both, with a logged warning."""
     cfg = get_cfg_defaults()
     source = "defaults"
     if config_file:
@@ -129,6 +224,7 @@ def load_cfg(config_file="", opts=None, freeze=True):
         opts = list(opts)
         if len(opts) % 2:
             raise ConfigError(f"command-line overrides must be KEY VALUE pairs, got an odd list: {opts}")
+        opts = rename_override_keys(opts)
         try:
             cfg.merge_from_list(opts)
         except (KeyError, AssertionError) as e:
@@ -144,7 +240,7 @@ def load_cfg(config_file="", opts=None, freeze=True):
     return cfg
 
 
-def iter_keys(node, prefix=""):
+def iter_keys(node: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
     """Every leaf key of a config, dotted (``MODEL.CNN.NAME``)."""
     for k, v in node.items():
         if isinstance(v, CN):

@@ -4,16 +4,27 @@ Used by ``tools/model_stats.py --table N`` (Params/FLOPs) and the table runner. 
 MSMT17 unless a row says otherwise; Params in millions, FLOPs in GMACs at 256x128, batch 1.
 ``scope`` says what the Params/FLOPs columns cover: the whole model, or one HTM (Tables III and IV).
 """
-from collections import namedtuple
+from typing import List, NamedTuple, Optional
 
-Row = namedtuple("Row", "name overrides mAP rank1 params flops scope")
+
+class Row(NamedTuple):
+    """One row of a paper table: its config overrides and the paper's numbers (None where not reported)."""
+
+    name: str
+    overrides: List[str]      # KEY VALUE pairs over the defaults
+    mAP: Optional[float]      # %
+    rank1: Optional[float]    # %
+    params: Optional[float]   # millions
+    flops: Optional[float]    # GMACs
+    scope: str                # 'model' (the whole model) or 'htm' (one HTM: Tables III and IV)
+
 
 _NO_FUSION = ["MODEL.FUSION.LRU", "False", "MODEL.FUSION.HTM_LAYERS", "0"]
 _CNN_ONLY = ["MODEL.TRANSFORMER.NAME", "''"] + _NO_FUSION
 _TRANS_ONLY = ["MODEL.CNN.NAME", "''"] + _NO_FUSION
 
 
-def _backbones(cnn, trans):
+def _backbones(cnn: str, trans: str) -> List[str]:
     return ["MODEL.CNN.NAME", cnn, "MODEL.TRANSFORMER.NAME", trans]
 
 
@@ -44,8 +55,8 @@ TABLES = {
             69.2, 86.3, 28.4, 2.9, "htm"),
     ]),
     "5": ("Table V: pooling in DMF", [
-        Row("GeMP", ["MODEL.POOLING", "gem"], 69.5, 86.7, 153.8, 28.1, "model"),
-        Row("GAP", ["MODEL.POOLING", "avg"], 68.6, 86.2, 153.8, 28.1, "model"),
+        Row("GeMP", ["MODEL.FUSION.POOLING", "gem"], 69.5, 86.7, 153.8, 28.1, "model"),
+        Row("GAP", ["MODEL.FUSION.POOLING", "avg"], 68.6, 86.2, 153.8, 28.1, "model"),
     ]),
     "6": ("Table VI: backbones (MSMT17, f_a)", [
         Row("ResNet50 only", _CNN_ONLY, 54.3, 78.1, 23.5, 4.1, "model"),

@@ -8,13 +8,13 @@ from . import dukemtmcreid, market1501, msmt17, synthetic  # noqa: F401  (regist
 from .base import ImageRecord, ReIDDataset
 from .errors import DatasetError
 from .image_io import read_image
-from .loader import ImageDataset, SeededDataLoader, build_train_sampler, make_dataloader
+from .loader import DataLoaders, ImageDataset, SeededDataLoader, build_train_sampler, make_dataloader
 from .registry import DATASET_REGISTRY, build_dataset, register_dataset
 from .samplers import ContiguousShardSampler, RandomIdentitySampler, RandomShuffleSampler
 from .transforms import build_transforms
 
 __all__ = [
-    "ContiguousShardSampler", "DATASET_REGISTRY", "DatasetError", "ImageDataset", "ImageRecord",
+    "ContiguousShardSampler", "DATASET_REGISTRY", "DataLoaders", "DatasetError", "ImageDataset", "ImageRecord",
     "RandomIdentitySampler", "RandomShuffleSampler", "ReIDDataset", "SeededDataLoader",
     "build_dataset", "build_train_sampler", "build_transforms", "make_dataloader", "read_image",
     "register_dataset",

@@ -7,22 +7,29 @@ implements ``layout_problem(path)`` and ``load_splits(path)``, and registers its
 """
 import logging
 import os
-from collections import namedtuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from yacs.config import CfgNode
 
 from .errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
-# One image of a dataset. Query/gallery records keep the dataset's pids; train records carry the
-# relabelled pid (0..N-1). camid is 0-based.
-ImageRecord = namedtuple("ImageRecord", ["path", "pid", "camid"])
+
+class ImageRecord(NamedTuple):
+    """One image of a dataset; read it by field name (``record.path``, ``.pid``, ``.camid``)."""
+
+    path: str   # the image file
+    pid: int    # identity: the dataset's own id for query/gallery records, relabelled 0..N-1 for train records
+    camid: int  # camera, 0-based
+
 
 SPLITS = ("train", "query", "gallery")
 # File endings read as images, here and by utils.feature_extractor.find_images (lower case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-def split_statistics(records):
+def split_statistics(records: Sequence[ImageRecord]) -> Dict[str, int]:
     """``{'ids': ..., 'images': ..., 'cameras': ...}`` of a list of records."""
     return {
         "ids": len({r.pid for r in records}),
@@ -31,13 +38,13 @@ def split_statistics(records):
     }
 
 
-def relabel_pids(records):
+def relabel_pids(records: Sequence[ImageRecord]) -> List[ImageRecord]:
     """The records with pids mapped to 0..N-1 in sorted order of the original pids."""
     label_of = {pid: label for label, pid in enumerate(sorted({r.pid for r in records}))}
     return [r._replace(pid=label_of[r.pid]) for r in records]
 
 
-def list_images(folder):
+def list_images(folder: str) -> List[str]:
     """Sorted file names of the images directly inside ``folder``."""
     return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
 
@@ -55,7 +62,7 @@ class ReIDDataset:
     expected_tree = ""     # shown when no folder with the right layout is found
     published = {}         # split -> {'ids'/'images'/'cameras': count}; compared with what was read
 
-    def __init__(self, root, cfg=None):
+    def __init__(self, root: str, cfg: Optional[CfgNode] = None):
         self.root = root
         self.cfg = cfg
         self.dataset_dir = self.find_dataset_dir(root)
@@ -73,20 +80,20 @@ class ReIDDataset:
         self.log_statistics()
 
     # ------------------------------------------------------------------ to implement per dataset
-    def layout_problem(self, path):
+    def layout_problem(self, path: str) -> Optional[str]:
         """None if ``path`` has this dataset's layout, else a short description of what is wrong."""
         raise NotImplementedError
 
-    def load_splits(self, path):
+    def load_splits(self, path: str) -> Tuple[List[ImageRecord], List[ImageRecord], List[ImageRecord]]:
         """``(train, query, gallery)`` lists of ``ImageRecord`` with the dataset's own pids."""
         raise NotImplementedError
 
-    def split_hint(self, split):
+    def split_hint(self, split: str) -> str:
         """Where the images of ``split`` were expected (for the empty-split message)."""
         return ""
 
     # ------------------------------------------------------------------ shared
-    def find_dataset_dir(self, root):
+    def find_dataset_dir(self, root: str) -> str:
         """The first of ``root/<folder_names...>`` and ``root`` itself that has the expected layout."""
         if not os.path.isdir(root):
             raise DatasetError(f"{self.name}: dataset root {root!r} does not exist or is not a folder "
@@ -106,11 +113,11 @@ class ReIDDataset:
                            f"Looked for {looked} (or the root itself):\n{found}\n"
                            f"Expected layout:\n{self.expected_tree}")
 
-    def statistics(self):
+    def statistics(self) -> Dict[str, Dict[str, int]]:
         """``{split: {'ids', 'images', 'cameras'}}`` of the loaded splits."""
         return {split: split_statistics(getattr(self, split)) for split in SPLITS}
 
-    def log_statistics(self):
+    def log_statistics(self) -> None:
         """Log the statistics table, and a warning for every count that differs from the published one."""
         stats = self.statistics()
         lines = [f"{self.name} ({self.dataset_dir})",

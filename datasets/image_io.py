@@ -14,7 +14,7 @@ from .errors import DatasetError
 DEFAULT_DECODER = "cv2"
 
 
-def decode_cv2(path):
+def decode_cv2(path: str) -> Image.Image:
     """Decode with OpenCV (BGR -> RGB)."""
     try:
         buffer = np.fromfile(path, dtype=np.uint8)
@@ -26,7 +26,7 @@ def decode_cv2(path):
     return Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
 
 
-def decode_pil(path):
+def decode_pil(path: str) -> Image.Image:
     """Decode with Pillow."""
     try:
         with Image.open(path) as image:
@@ -40,6 +40,6 @@ def decode_pil(path):
 DECODERS = {"cv2": decode_cv2, "pil": decode_pil}
 
 
-def read_image(path, decoder=DEFAULT_DECODER):
+def read_image(path: str, decoder: str = DEFAULT_DECODER) -> Image.Image:
     """The image at ``path`` as an RGB ``PIL.Image``; ``DatasetError`` naming the file if unreadable."""
     return DECODERS[decoder](path)

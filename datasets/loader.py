@@ -1,12 +1,16 @@
 """Data loaders of training and evaluation: ``make_dataloader(cfg)`` (see docs/INTERFACES.md)."""
 import logging
 from collections import defaultdict
+from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+from yacs.config import CfgNode
 
 from utils.misc import DATA_STREAM, epoch_seed
 
+from .base import ImageRecord
 from .errors import DatasetError
 from .image_io import DEFAULT_DECODER, read_image
 from .registry import build_dataset
@@ -14,6 +18,19 @@ from .samplers import ContiguousShardSampler, RandomIdentitySampler, RandomShuff
 from .transforms import build_transforms
 
 logger = logging.getLogger(__name__)
+
+# What ImageDataset returns per index: (image, pid, camid, index); the image transformed when a transform is set.
+Item = Tuple[Union[torch.Tensor, Image.Image], int, int, int]
+
+
+class DataLoaders(NamedTuple):
+    """What :func:`make_dataloader` returns (a ``NamedTuple``: unpacking it in this order still works)."""
+
+    train_loader: "SeededDataLoader"  # P x K training batches (images, pids, camids, indices)
+    val_loader: "SeededDataLoader"    # query + gallery, in dataset order (queries first)
+    num_query: int                    # the first num_query items of the val set are the queries
+    num_classes: int                  # training identities (the ID classifiers' size)
+    num_cams: int                     # camera ids of any split (the camera embedding's size)
 
 
 class ImageDataset(Dataset):
@@ -23,27 +40,28 @@ class ImageDataset(Dataset):
     readable image of the same pid (in record order) is used instead and a warning is logged once per file.
     """
 
-    def __init__(self, records, transform=None, skip_corrupt=False, decoder=DEFAULT_DECODER):
+    def __init__(self, records: Iterable[ImageRecord], transform: Optional[Callable] = None,
+                 skip_corrupt: bool = False, decoder: str = DEFAULT_DECODER):
         self.records = list(records)
         self.transform = transform
         self.skip_corrupt = skip_corrupt
         self.decoder = decoder
-        self._indices_of_pid = None
+        self._indices_of_pid: Optional[Dict[int, List[int]]] = None
         self._reported = set()
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index):
-        path, pid, camid = self.records[index][:3]
+    def __getitem__(self, index: int) -> Item:
+        record = self.records[index]
         image = self.load_image(index)
         if self.transform is not None:
             image = self.transform(image)
-        return image, pid, camid, index
+        return image, record.pid, record.camid, index
 
-    def load_image(self, index):
+    def load_image(self, index: int) -> Image.Image:
         """The decoded image of record ``index``, or with ``skip_corrupt`` a stand-in of the same pid."""
-        path, pid = self.records[index][:2]
+        path, pid = self.records[index].path, self.records[index].pid
         try:
             return read_image(path, self.decoder)
         except DatasetError as err:
@@ -51,25 +69,26 @@ class ImageDataset(Dataset):
                 raise DatasetError(f"{err} (set DATALOADER.SKIP_CORRUPT True to skip unreadable images)") from None
             reason = err
         for other in self._same_pid_after(index):
+            stand_in = self.records[other].path
             try:
-                image = read_image(self.records[other][0], self.decoder)
+                image = read_image(stand_in, self.decoder)
             except DatasetError:
                 continue
             if path not in self._reported:
                 self._reported.add(path)
                 logger.warning("skipping unreadable image (%s); using %s of the same pid %s instead",
-                               reason, self.records[other][0], pid)
+                               reason, stand_in, pid)
             return image
         raise DatasetError(f"{reason}; no other readable image of pid {pid} to use instead")
 
-    def _same_pid_after(self, index):
+    def _same_pid_after(self, index: int) -> List[int]:
         """Other indices with the pid of ``index``, starting after it and wrapping around."""
         if self._indices_of_pid is None:
             groups = defaultdict(list)
             for i, record in enumerate(self.records):
-                groups[record[1]].append(i)
+                groups[record.pid].append(i)
             self._indices_of_pid = groups
-        same = self._indices_of_pid[self.records[index][1]]
+        same = self._indices_of_pid[self.records[index].pid]
         at = same.index(index)
         return same[at + 1:] + same[:at]
 
@@ -83,11 +102,11 @@ class SeededDataLoader(DataLoader):
     ``persistent_workers`` must stay off (workers are re-seeded at every pass).
     """
 
-    def __init__(self, dataset, *, seed, rank=0, **kwargs):
+    def __init__(self, dataset: Dataset, *, seed: int, rank: int = 0, **kwargs):
         self.seed, self.rank = int(seed), int(rank)
         super().__init__(dataset, generator=torch.Generator(), **kwargs)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator:
         seed = epoch_seed(self.seed, getattr(self.sampler, "epoch", 0), self.rank, DATA_STREAM)
         self.generator.manual_seed(seed)
         if self.num_workers > 0:
@@ -115,7 +134,8 @@ class SeededDataLoader(DataLoader):
             yield batch
 
 
-def build_train_sampler(cfg, train_records, rank=None, world_size=None):
+def build_train_sampler(cfg: CfgNode, train_records: List[ImageRecord], rank: Optional[int] = None,
+                        world_size: Optional[int] = None) -> Sampler:
     """``RandomIdentitySampler`` (P x K) or ``RandomShuffleSampler`` by ``DATALOADER.SAMPLER``."""
     if cfg.DATALOADER.SAMPLER == "identity":
         return RandomIdentitySampler([r.pid for r in train_records], cfg.SOLVER.IMS_PER_BATCH,
@@ -124,8 +144,8 @@ def build_train_sampler(cfg, train_records, rank=None, world_size=None):
     return RandomShuffleSampler(len(train_records), seed=cfg.SOLVER.SEED, rank=rank, world_size=world_size)
 
 
-def make_dataloader(cfg, rank=None, world_size=None):
-    """``(train_loader, val_loader, num_query, num_classes, num_cams)`` for the configured dataset.
+def make_dataloader(cfg: CfgNode, rank: Optional[int] = None, world_size: Optional[int] = None) -> DataLoaders:
+    """``DataLoaders(train_loader, val_loader, num_query, num_classes, num_cams)`` for the configured dataset.
 
     Train batches: ``(images, pids, camids, indices)`` of ``SOLVER.IMS_PER_BATCH / world_size`` images
     per rank; the sampler has ``set_epoch``. Val batches: the same over query + gallery (first
@@ -151,6 +171,7 @@ def make_dataloader(cfg, rank=None, world_size=None):
         num_workers=cfg.DATALOADER.NUM_WORKERS, pin_memory=pin)
     val_set = ImageDataset(dataset.query + dataset.gallery, build_transforms(cfg, is_train=False), skip_corrupt=skip)
     val_loader = SeededDataLoader(val_set, seed=cfg.SOLVER.SEED, rank=rank, batch_size=cfg.TEST.IMS_PER_BATCH,
-                            sampler=ContiguousShardSampler(len(val_set), rank, world_size),
-                            num_workers=cfg.DATALOADER.NUM_WORKERS, pin_memory=pin)
-    return train_loader, val_loader, len(dataset.query), dataset.num_train_pids, dataset.num_cams
+                                  sampler=ContiguousShardSampler(len(val_set), rank, world_size),
+                                  num_workers=cfg.DATALOADER.NUM_WORKERS, pin_memory=pin)
+    return DataLoaders(train_loader=train_loader, val_loader=val_loader, num_query=len(dataset.query),
+                       num_classes=dataset.num_train_pids, num_cams=dataset.num_cams)

@@ -7,6 +7,7 @@ ignored; pid 0 (distractors) is kept in the gallery. Cameras are 1-based in the 
 import logging
 import os
 import re
+from typing import List, Optional, Tuple
 
 from .base import ImageRecord, ReIDDataset, list_images
 from .registry import register_dataset
@@ -17,7 +18,7 @@ MARKET_FILE_NAME = re.compile(r"^(-?\d+)_c(\d+)")
 JUNK_PID = -1
 
 
-def parse_market_folder(folder):
+def parse_market_folder(folder: str) -> List[ImageRecord]:
     """The ``ImageRecord``s of the images in ``folder`` named ``<pid>_c<camera>...``; junk (-1) dropped.
 
     Image files whose names do not follow the pattern are skipped with a warning.
@@ -45,19 +46,19 @@ class MarketLayoutDataset(ReIDDataset):
     example_name = "0002_c1s1_000451_03.jpg"
 
     @property
-    def expected_tree(self):
+    def expected_tree(self) -> str:
         top = self.folder_names[0] if self.folder_names else self.name
         return "\n".join([f"  <DATASETS.ROOT_DIR>/{top}/"]
                          + [f"      {folder}/   {self.example_name}, ..." for folder in self.split_folders.values()])
 
-    def layout_problem(self, path):
+    def layout_problem(self, path: str) -> Optional[str]:
         missing = [f for f in self.split_folders.values() if not os.path.isdir(os.path.join(path, f))]
         return f"missing folder(s) {', '.join(missing)}" if missing else None
 
-    def split_hint(self, split):
+    def split_hint(self, split: str) -> str:
         return f" named <pid>_c<camera>... in {self.split_folders[split]}/"
 
-    def load_splits(self, path):
+    def load_splits(self, path: str) -> Tuple[List[ImageRecord], List[ImageRecord], List[ImageRecord]]:
         folders = [os.path.join(path, self.split_folders[s]) for s in ("train", "query", "gallery")]
         return tuple(parse_market_folder(folder) for folder in folders)
 

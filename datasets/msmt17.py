@@ -7,6 +7,7 @@ The camera is the third underscore-separated field of the file name (1-based). T
 and val lists together.
 """
 import os
+from typing import List, Optional, Tuple
 
 from .base import ImageRecord, ReIDDataset
 from .errors import DatasetError
@@ -18,7 +19,7 @@ LIST_FILES = {"train": ("list_train.txt", "list_val.txt"), "query": ("list_query
               "gallery": ("list_gallery.txt",)}
 
 
-def msmt_camera(file_name):
+def msmt_camera(file_name: str) -> int:
     """0-based camera of an MSMT17 file name (third underscore-separated field, 1-based)."""
     fields = os.path.basename(file_name).split("_")
     if len(fields) < 3 or not fields[2].isdigit() or int(fields[2]) < 1:
@@ -26,7 +27,7 @@ def msmt_camera(file_name):
     return int(fields[2]) - 1
 
 
-def parse_msmt_list(list_file, image_dir):
+def parse_msmt_list(list_file: str, image_dir: str) -> List[ImageRecord]:
     """The ``ImageRecord``s of one MSMT17 list file whose paths are relative to ``image_dir``."""
     records = []
     with open(list_file, "r", encoding="utf-8") as f:
@@ -46,7 +47,7 @@ def parse_msmt_list(list_file, image_dir):
     return records
 
 
-def msmt_version(path):
+def msmt_version(path: str) -> Optional[str]:
     """'V1' or 'V2' by the image folders present in ``path``, or None."""
     for version, folders in MSMT_VERSIONS.items():
         if all(os.path.isdir(os.path.join(path, f)) for f in folders):
@@ -69,7 +70,7 @@ class MSMT17(ReIDDataset):
         "gallery": {"images": 82161, "cameras": 15},
     }
 
-    def layout_problem(self, path):
+    def layout_problem(self, path: str) -> Optional[str]:
         problems = []
         if msmt_version(path) is None:
             problems.append("missing image folders train/ + test/ (V1) or mask_train_v2/ + mask_test_v2/ (V2)")
@@ -79,10 +80,10 @@ class MSMT17(ReIDDataset):
             problems.append(f"missing list file(s) {', '.join(missing)}")
         return "; ".join(problems) or None
 
-    def split_hint(self, split):
+    def split_hint(self, split: str) -> str:
         return f" in {' + '.join(LIST_FILES[split])}"
 
-    def load_splits(self, path):
+    def load_splits(self, path: str) -> Tuple[List[ImageRecord], List[ImageRecord], List[ImageRecord]]:
         train_dir, test_dir = (os.path.join(path, f) for f in MSMT_VERSIONS[msmt_version(path)])
         image_dir = {"train": train_dir, "query": test_dir, "gallery": test_dir}
         return tuple(

@@ -5,6 +5,7 @@ only on the seed and the epoch (``set_epoch``), never on global random state, so
 one process, across restarts and on every rank.
 """
 from collections import defaultdict
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch.distributed as dist
@@ -13,7 +14,7 @@ from torch.utils.data import Sampler
 from .errors import DatasetError
 
 
-def distributed_rank_and_size(rank=None, world_size=None):
+def distributed_rank_and_size(rank: Optional[int] = None, world_size: Optional[int] = None) -> Tuple[int, int]:
     """``(rank, world_size)``: the given values, else torch.distributed's, else (0, 1)."""
     initialised = dist.is_available() and dist.is_initialized()
     if world_size is None:
@@ -42,7 +43,8 @@ class RandomIdentitySampler(Sampler):
     of batches.
     """
 
-    def __init__(self, pids, batch_size, num_instances, seed=0, rank=None, world_size=None):
+    def __init__(self, pids: Sequence[int], batch_size: int, num_instances: int, seed: int = 0,
+                 rank: Optional[int] = None, world_size: Optional[int] = None):
         self.rank, self.world_size = distributed_rank_and_size(rank, world_size)
         if num_instances < 1 or batch_size % num_instances:
             raise DatasetError(f"batch size {batch_size} (SOLVER.IMS_PER_BATCH) must be a multiple of "
@@ -66,7 +68,7 @@ class RandomIdentitySampler(Sampler):
         self.epoch = 0
         self._cached = None   # (epoch, batches)
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose batches ``__iter__`` yields."""
         self.epoch = int(epoch)
 
@@ -75,7 +77,7 @@ class RandomIdentitySampler(Sampler):
         idx = self.indices_of[i]
         return rng.choice(idx, self.num_instances, replace=len(idx) < self.num_instances).tolist()
 
-    def global_batches(self, epoch):
+    def global_batches(self, epoch: int) -> List[List[List[int]]]:
         """The epoch's batches: lists of P chunks (one per distinct identity) of K dataset indices."""
         if self._cached is not None and self._cached[0] == epoch:
             return self._cached[1]
@@ -106,13 +108,13 @@ class RandomIdentitySampler(Sampler):
         self._cached = (epoch, batches)
         return batches
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         lo, hi = self.rank * self.pids_per_rank, (self.rank + 1) * self.pids_per_rank
         for batch in self.global_batches(self.epoch):
             for chunk in batch[lo:hi]:
                 yield from chunk
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.global_batches(self.epoch)) * self.pids_per_rank * self.num_instances
 
 
@@ -123,21 +125,21 @@ class RandomShuffleSampler(Sampler):
     takes every ``world_size``-th index starting at r, so ranks are disjoint and the same length.
     """
 
-    def __init__(self, num_samples, seed=0, rank=None, world_size=None):
+    def __init__(self, num_samples: int, seed: int = 0, rank: Optional[int] = None, world_size: Optional[int] = None):
         self.rank, self.world_size = distributed_rank_and_size(rank, world_size)
         self.num_samples = int(num_samples)
         self.seed = int(seed)
         self.epoch = 0
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
         usable = len(self) * self.world_size
         return iter(order[self.rank:usable:self.world_size].tolist())
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.num_samples // self.world_size
 
 
@@ -145,13 +147,13 @@ class ContiguousShardSampler(Sampler):
     """Indices ``[start, end)`` of this rank, in order: shards of sizes differing by at most one, no
     padding and no duplicates, so concatenating the ranks' outputs in rank order gives 0..n-1."""
 
-    def __init__(self, num_samples, rank=None, world_size=None):
+    def __init__(self, num_samples: int, rank: Optional[int] = None, world_size: Optional[int] = None):
         self.rank, self.world_size = distributed_rank_and_size(rank, world_size)
         self.start = num_samples * self.rank // self.world_size
         self.end = num_samples * (self.rank + 1) // self.world_size
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         return iter(range(self.start, self.end))
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.end - self.start

@@ -6,6 +6,7 @@ Test: resize, to tensor, normalise. Randomness comes from torch's RNG only (seed
 see ``datasets.loader``).
 """
 import torchvision.transforms as T
+from yacs.config import CfgNode
 from torchvision.transforms import InterpolationMode
 
 # Random erasing as the authors' released configuration sets it (docs/PAPER.md, "Augmentation").
@@ -13,7 +14,7 @@ ERASE_SCALE = (0.02, 1.0 / 3.0)
 ERASE_RATIO = (0.3, 3.3)
 
 
-def build_transforms(cfg, is_train=True):
+def build_transforms(cfg: CfgNode, is_train: bool = True) -> T.Compose:
     """The train (``is_train``) or test transform: ``PIL.Image`` -> float tensor [3, H, W], normalised."""
     normalize = T.Normalize(mean=list(cfg.INPUT.PIXEL_MEAN), std=list(cfg.INPUT.PIXEL_STD))
     if not is_train:
@@ -25,7 +26,7 @@ def build_transforms(cfg, is_train=True):
     size = list(cfg.INPUT.SIZE_TRAIN)
     return T.Compose([
         T.Resize(size, interpolation=InterpolationMode.BICUBIC),
-        T.RandomHorizontalFlip(p=cfg.INPUT.PROB),
+        T.RandomHorizontalFlip(p=cfg.INPUT.FLIP_PROB),
         T.Pad(cfg.INPUT.PADDING, fill=0),
         T.RandomCrop(size),
         T.ToTensor(),

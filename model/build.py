@@ -20,7 +20,7 @@ def build_model(cfg, num_classes, num_cams):
         fusion_dim=cfg.MODEL.FUSION.DIM, lru=cfg.MODEL.FUSION.LRU, htm_layers=cfg.MODEL.FUSION.HTM_LAYERS,
         htm_order=cfg.MODEL.FUSION.HTM_ORDER, share_seu=cfg.MODEL.FUSION.SHARE_SEU,
         share_mfu=cfg.MODEL.FUSION.SHARE_MFU, num_heads=cfg.MODEL.FUSION.NUM_HEADS,
-        mlp_ratio=cfg.MODEL.FUSION.MLP_RATIO, pooling=cfg.MODEL.POOLING, gem_p=cfg.MODEL.GEM_P,
+        mlp_ratio=cfg.MODEL.FUSION.MLP_RATIO, pooling=cfg.MODEL.FUSION.POOLING, gem_p=cfg.MODEL.GEM_P,
         test_feat=cfg.TEST.FEAT, neck_feat=cfg.TEST.NECK_FEAT, feat_norm=cfg.TEST.FEAT_NORM,
         part_norm=cfg.TEST.PART_NORM, t2t_attn_scale=cfg.MODEL.TRANSFORMER.T2T_ATTN_SCALE,
         t2t_pos_embed=cfg.MODEL.TRANSFORMER.T2T_POS_EMBED)

@@ -6,6 +6,7 @@ FLOPs: multiply-accumulates (MACs) of convolution and linear layers at batch 1; 
 products (q k^T, attn v) are left out, as in the paper; ``total`` counts every op (torch's flop counter).
 """
 from collections import defaultdict
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -14,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 EMBEDDING_NAMES = ("pos_embed", "cls_token", "sie_embed")
 
 
-def count_params(module, exclude_classifiers=True):
+def count_params(module: nn.Module, exclude_classifiers: bool = True) -> Tuple[int, int]:
     """(layer params, embedding params) of ``module`` in units, de-duplicating shared parameters."""
     layers = embeds = 0
     for name, p in module.named_parameters():
@@ -37,7 +38,8 @@ def _layer_macs(module, inputs, output):
 
 
 @torch.no_grad()
-def count_macs(model, images, cam_ids=None):
+def count_macs(model: nn.Module, images: torch.Tensor,
+               cam_ids: Optional[torch.Tensor] = None) -> Dict[str, Union[int, Dict[str, int]]]:
     """MACs of one forward: ``{'layers': conv+linear MACs, 'total': all MACs, 'by_module': {name: MACs}}``.
 
     ``by_module`` maps every conv/linear module name to its MACs (sum over calls), so callers can sum
@@ -60,5 +62,6 @@ def count_macs(model, images, cam_ids=None):
     return {"layers": sum(by_module.values()), "total": counter.get_total_flops() // 2, "by_module": dict(by_module)}
 
 
-def subtree_macs(by_module, prefix):
+def subtree_macs(by_module: Dict[str, int], prefix: str) -> int:
+    """MACs of the module ``prefix`` and everything under it (``by_module`` from :func:`count_macs`)."""
     return sum(v for k, v in by_module.items() if k == prefix or k.startswith(prefix + "."))

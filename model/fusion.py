@@ -2,6 +2,8 @@
 
 Token layout everywhere: ``[B, 1 + N, D]`` with the global token first and N local tokens after it.
 """
+from typing import Dict, List, Optional, Tuple, Union
+
 import torch
 import torch.nn as nn
 from timm.layers import Mlp, trunc_normal_
@@ -9,8 +11,10 @@ from timm.models.vision_transformer import Block
 
 HTM_ORDERS = ("seu_mfu", "seu", "mfu_seu", "mfu")
 
+Tensor = torch.Tensor
 
-def freeze_gradient_free(*params):
+
+def freeze_gradient_free(*params: nn.Parameter) -> None:
     """Stop training parameters whose gradient is zero by construction (a bias that a following
     normalisation or softmax cancels exactly).
 
@@ -30,7 +34,7 @@ class LocalRefinementUnit(nn.Module):
     21x10 ViT tokens are attended as they are).
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size=1, stride=1):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1):
         super().__init__()
         self.depthwise = nn.Sequential(
             nn.Conv2d(in_channels, in_channels, kernel_size, stride, padding=kernel_size // 2, groups=in_channels,
@@ -41,25 +45,25 @@ class LocalRefinementUnit(nn.Module):
         freeze_gradient_free(self.pointwise[0].bias)  # the BatchNorm right after it subtracts it again
 
     @property
-    def shift_invariant(self):
+    def shift_invariant(self) -> bool:
         """Whether adding a constant per channel to the input leaves the output unchanged (kernel 1: the
         depth-wise conv scales the constant and its BatchNorm subtracts it; larger kernels pad with zeros)."""
         return self.depthwise[0].kernel_size == (1, 1)
 
-    def forward(self, x):  # B, C, H, W -> B, D, H', W'
+    def forward(self, x: Tensor) -> Tensor:  # B, C, H, W -> B, D, H', W'
         return self.pointwise(self.depthwise(x))
 
 
 class SharedEncodingUnit(nn.Module):
     """Pre-norm self-attention block (Eqs. 3-4) over [global; local] tokens, then a final LayerNorm."""
 
-    def __init__(self, dim, num_heads, mlp_ratio=4.0):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
         super().__init__()
         # PyTorch's LayerNorm (eps 1e-5) as released (docs/PAPER.md, "LayerNorm epsilon"); timm's Block: 1e-6.
         self.block = Block(dim, num_heads, mlp_ratio, qkv_bias=False, norm_layer=nn.LayerNorm)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, tokens, return_attention=False):
+    def forward(self, tokens: Tensor, return_attention: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """``tokens`` [B, 1 + N, D] -> [B, 1 + N, D] (Eq. 5 splits it into S^g and S^l).
 
         With ``return_attention`` also the global token's attention over all tokens, [B, heads, 1 + N],
@@ -88,7 +92,7 @@ class MutualFusionUnit(nn.Module):
     tokens), bias-free q/k/v projections, projection with bias, residual; LN, MLP (GELU), residual.
     """
 
-    def __init__(self, dim, num_heads, mlp_ratio=4.0):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
         super().__init__()
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.scale = self.head_dim ** -0.5
@@ -108,7 +112,8 @@ class MutualFusionUnit(nn.Module):
         B, N, _ = x.shape
         return x.reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, query, context, return_attention=False):
+    def forward(self, query: Tensor, context: Tensor,
+                return_attention: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """``query`` [B, D] global token of one branch, ``context`` [B, N, D] local tokens of the other -> [B, D]."""
         q = self._heads(self.q(self.norm_q(query)[:, None]))            # B, h, 1, d
         k = self._heads(self.k(self.norm_k(context)))                   # B, h, N, d
@@ -126,7 +131,8 @@ class HeterogenousTransmissionModule(nn.Module):
     of that branch (Sec. III-B, "Stacking of HTM"); output = the two new global tokens.
     """
 
-    def __init__(self, dim, num_heads, mlp_ratio=4.0, order="seu_mfu", share_seu=True, share_mfu=False):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, order: str = "seu_mfu",
+                 share_seu: bool = True, share_mfu: bool = False):
         super().__init__()
         if order not in HTM_ORDERS:
             raise ValueError(f"MODEL.FUSION.HTM_ORDER must be one of {HTM_ORDERS}, got {order!r}")
@@ -141,13 +147,14 @@ class HeterogenousTransmissionModule(nn.Module):
     def _unit(self, units, branch):
         return units["shared"] if "shared" in units else units[branch]
 
-    def output_biases(self):
+    def output_biases(self) -> List[nn.Parameter]:
         """The biases added last to the two output global tokens: the same vector for every image."""
         if self.order in ("seu_mfu", "mfu"):
             return [m.ffn.fc2.bias for m in self.mfu.values()]
         return [s.norm.bias for s in self.seu.values()]  # the SEU's final LayerNorm comes last
 
-    def forward(self, global_cnn, local_cnn, global_trans, local_trans, attention=None):
+    def forward(self, global_cnn: Tensor, local_cnn: Tensor, global_trans: Tensor, local_trans: Tensor,
+                attention: Optional[Dict[str, Tensor]] = None) -> Tuple[Tensor, Tensor]:
         """Globals [B, D], locals [B, N_branch, D] -> (new global_cnn, new global_trans).
 
         ``attention``: a dict to fill with the attention weights of this layer (for visualisation).
@@ -182,7 +189,7 @@ class HeterogenousTransmissionModule(nn.Module):
         return tuple(encode(b, m[b])[:, 0] for b in ("cnn", "transformer"))
 
 
-def init_fusion_weights(module):
+def init_fusion_weights(module: nn.Module) -> None:
     """Transformer-style initialisation for the fusion modules (truncated normal linears, unit norms)."""
     for m in module.modules():
         if isinstance(m, nn.Linear):

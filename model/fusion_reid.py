@@ -11,7 +11,7 @@ from utils.errors import ConfigError
 from .backbones import build_cnn, build_transformer
 from .backbones.weights import load_checked, read_state_dict, strip_prefix
 from .fusion import HeterogenousTransmissionModule, LocalRefinementUnit, freeze_gradient_free, init_fusion_weights
-from .heads import BNNeckHead
+from .heads import BNNeckHead, FeatureOutput
 from .pooling import at_least_float32, build_pooling
 
 logger = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ FEATURE_NAMES = ("cnn", "transformer", "lru_cnn", "lru_transformer", "htm_cnn", 
 class FusionReID(nn.Module):
     """Two backbones on the same image, LRUs, L stacked HTMs, one BNNeck head per supervised feature.
 
-    train mode: ``model(images, cam_ids)`` -> ``{name: (logits, feature before BN)}``;
+    train mode: ``model(images, cam_ids)`` -> ``{name: FeatureOutput(logits, feature before BN)}``;
     eval mode: ``model(images, cam_ids)`` -> the retrieval feature picked by ``test_feat`` / ``neck_feat``.
     """
 
@@ -125,7 +125,7 @@ class FusionReID(nn.Module):
     def forward(self, images, cam_ids=None):
         feats = self.extract(images, cam_ids)
         if self.training:
-            return OrderedDict((name, (self.heads[name](f)[0], f)) for name, f in feats.items())
+            return OrderedDict((name, FeatureOutput(self.heads[name](f).logits, f)) for name, f in feats.items())
         return self.retrieval_feature(feats)
 
     def retrieval_feature(self, feats):

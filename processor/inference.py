@@ -1,12 +1,15 @@
 """Feature extraction over the val loader and retrieval metrics (single process or sharded DDP)."""
 import logging
 import time
+from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
+from yacs.config import CfgNode
 
 from utils.distributed import all_gather_cat, broadcast_object, get_world_size, is_main_process
-from utils.misc import autocast
+from utils.misc import AmpSettings, autocast
 
 logger = logging.getLogger(__name__)
 
@@ -15,7 +18,8 @@ METRIC_KEYS = ("mAP", "rank1", "rank5", "rank10", "mINP")
 
 
 @torch.no_grad()
-def extract_features(model, loader, device, amp, desc="features"):
+def extract_features(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: AmpSettings,
+                     desc: str = "features") -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Retrieval features of every image of ``loader`` (this process's shard), in loader order.
 
     The model is put in eval mode and called as ``model(images, camids)``; features come back as
@@ -62,7 +66,8 @@ def _check_order(indices):
                            "in-order, non-overlapping shard of the val set)")
 
 
-def compute_metrics(cfg, feats, pids, camids, num_query, device=None):
+def compute_metrics(cfg: CfgNode, feats: torch.Tensor, pids: torch.Tensor, camids: torch.Tensor, num_query: int,
+                    device: Optional[torch.device] = None) -> Dict[str, float]:
     """mAP, Rank-1/5/10 and mINP (fractions) of the first ``num_query`` rows against the rest.
 
     ``device``: where distances are computed (default: CPU, where the features are).
@@ -86,7 +91,9 @@ def compute_metrics(cfg, feats, pids, camids, num_query, device=None):
             "mINP": float(out["mINP"])}
 
 
-def run_evaluation(cfg, model, val_loader, num_query, device, amp):
+def run_evaluation(cfg: CfgNode, model: torch.nn.Module, val_loader: DataLoader, num_query: int,
+                   device: torch.device, amp: AmpSettings
+                   ) -> Tuple[Dict[str, float], Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Extract features (sharded under DDP) and compute the metrics on the main process.
 
     Every rank must call this; every rank gets the same metrics dict back.
@@ -101,7 +108,7 @@ def run_evaluation(cfg, model, val_loader, num_query, device, amp):
     return metrics, (feats, pids, camids)
 
 
-def format_metrics(metrics):
+def format_metrics(metrics: Mapping[str, float]) -> str:
     """One line: ``mAP 85.3% | Rank-1 90.1% | Rank-5 ... | mINP ...``."""
     names = {"mAP": "mAP", "rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "mINP": "mINP"}
     return " | ".join(f"{names[k]} {100 * metrics[k]:.1f}%" for k in METRIC_KEYS)

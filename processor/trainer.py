@@ -6,6 +6,9 @@ epoch about to run), then the iterations. After it: evaluation every ``SOLVER.EV
 and at the end, then a checkpoint every ``SOLVER.CHECKPOINT_PERIOD`` epochs and at the end. Because
 an epoch depends only on the weights/optimizer/scheduler state and (seed, epoch), a run resumed from
 the checkpoint of epoch k ends with exactly the weights of an uninterrupted run (on CPU).
+
+:func:`build_trainer` assembles a :class:`Trainer` from a config (data, model, loss, optimizer, scheduler);
+``train_net.py`` is that plus the command line.
 """
 import json
 import logging
@@ -13,17 +16,21 @@ import math
 import os
 import time
 from collections import OrderedDict
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 from tqdm import tqdm
+from yacs.config import CfgNode
 
 from loss import id_accuracy
 from model.backbones.weights import load_checked, strip_prefix
 from utils.checkpoint import (TRAINING_KEYS, CheckpointError, atomic_torch_save, atomic_write_text,
                               load_checkpoint, load_last_checkpoint, save_checkpoint)
-from utils.distributed import broadcast_buffers, get_rank, get_world_size, is_dist, is_main_process
+from utils.distributed import (broadcast_buffers, get_rank, get_world_size, is_dist, is_main_process,
+                               main_process_first)
 from utils.errors import FusionReIDError
 from utils.misc import autocast, epoch_seed, get_rng_state, make_grad_scaler, resolve_amp, set_rng_state, set_seed
 from utils.output_files import BEST_CHECKPOINT, RESULTS_FILE
@@ -38,7 +45,7 @@ class NonFiniteLossError(FusionReIDError, RuntimeError):
 
 
 # ----------------------------------------------------------------------------- model preparation
-def convert_sync_bn(model, cfg, device):
+def convert_sync_bn(model: torch.nn.Module, cfg: CfgNode, device: torch.device) -> torch.nn.Module:
     """BatchNorm -> SyncBatchNorm when ``MODEL.SYNC_BN`` is set and several CUDA processes train.
 
     PyTorch's SyncBatchNorm runs on CUDA only: on CPU the setting is ignored with a warning.
@@ -52,7 +59,7 @@ def convert_sync_bn(model, cfg, device):
     return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
-def wrap_ddp(model, device):
+def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """``model`` in ``DistributedDataParallel`` when a process group exists (else unchanged).
 
     ``find_unused_parameters`` stays off: every parameter of the model receives a gradient.
@@ -70,16 +77,16 @@ class AverageMeter:
     def __init__(self):
         self.total, self.count = 0.0, 0
 
-    def update(self, value, n=1):
+    def update(self, value: float, n: int = 1) -> None:
         self.total += float(value) * n
         self.count += n
 
     @property
-    def avg(self):
+    def avg(self) -> float:
         return self.total / max(self.count, 1)
 
 
-def current_lr(optimizer):
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
     """The base learning rate: the first group's LR divided by its ``lr_scale`` (timm convention)."""
     group = optimizer.param_groups[0]
     return group["lr"] / group.get("lr_scale", 1.0)
@@ -116,7 +123,9 @@ class Trainer:
         device: ``torch.device`` of this process.
     """
 
-    def __init__(self, cfg, model, loss_fn, optimizer, scheduler, train_loader, val_loader, num_query, device):
+    def __init__(self, cfg: CfgNode, model: torch.nn.Module, loss_fn: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer, scheduler: Any, train_loader: DataLoader, val_loader: DataLoader,
+                 num_query: int, device: torch.device):
         self.cfg = cfg
         self.model = model
         self.net = wrap_ddp(model, device)
@@ -143,7 +152,7 @@ class Trainer:
                     cfg.SOLVER.GRAD_CLIP or "off", get_world_size())
 
     # -------------------------------------------------------------------- state
-    def state_dict(self, epoch):
+    def state_dict(self, epoch: int) -> Dict[str, Any]:
         """Everything needed to continue after ``epoch`` (loadable with ``weights_only=True``)."""
         return {
             "model": self.model.state_dict(),
@@ -157,7 +166,7 @@ class Trainer:
             "latest": self.latest,
         }
 
-    def resume_last(self, output_dir=None):
+    def resume_last(self, output_dir: Optional[str] = None) -> Optional[str]:
         """Continue from the newest usable checkpoint of ``output_dir`` (default OUTPUT_DIR).
 
         See ``utils.checkpoint.load_last_checkpoint``: a missing or unreadable ``last_checkpoint``
@@ -171,7 +180,7 @@ class Trainer:
         self.resume(path, ckpt)
         return path
 
-    def resume(self, path, ckpt=None):
+    def resume(self, path: str, ckpt: Optional[Mapping[str, Any]] = None) -> None:
         """Continue from the checkpoint at ``path`` (model, optimizer, scheduler, scaler, RNG, metrics).
 
         ``ckpt``: its contents when already loaded (the file is then not read again).
@@ -193,7 +202,7 @@ class Trainer:
         logger.info("resumed from %s (epoch %d); continuing at epoch %d", path, ckpt["epoch"], self.start_epoch)
 
     # -------------------------------------------------------------------- loop
-    def train(self):
+    def train(self) -> Dict[str, Any]:
         """Train from ``start_epoch`` to ``SOLVER.MAX_EPOCHS``.
 
         Returns:
@@ -227,7 +236,7 @@ class Trainer:
         summary.update(latest=self.latest, best=self.best)
         return summary
 
-    def train_one_epoch(self, epoch):
+    def train_one_epoch(self, epoch: int) -> Dict[str, float]:
         """One pass over the train loader (``epoch`` is 1-based)."""
         cfg = self.cfg
         set_seed(epoch_seed(cfg.SOLVER.SEED, epoch, get_rank()))
@@ -272,7 +281,8 @@ class Trainer:
             self.writer.add_scalar("train/epoch_id_acc", meters["acc"].avg, epoch)
         return {name: m.avg for name, m in meters.items()}
 
-    def train_step(self, images, pids, camids, epoch, it):
+    def train_step(self, images: torch.Tensor, pids: torch.Tensor, camids: torch.Tensor, epoch: int,
+                   it: int) -> Tuple[float, Dict[str, float], float]:
         """Forward, loss, backward (scaled), optional clipping, optimizer step.
 
         Returns:
@@ -304,7 +314,7 @@ class Trainer:
         return value, term_values, id_accuracy(outputs, pids)
 
     # -------------------------------------------------------------------- evaluation / checkpoints
-    def evaluate(self, epoch, record=True):
+    def evaluate(self, epoch: int, record: bool = True) -> Dict[str, float]:
         """Evaluate on the val set (all ranks); rank 0 logs, writes results.json and model_best.pth.
 
         ``record=False`` (the untrained model at epoch 0) only logs and writes TensorBoard.
@@ -331,7 +341,7 @@ class Trainer:
             write_results(self.output_dir, {"latest": self.latest, "best": self.best})
         return metrics
 
-    def save(self, epoch):
+    def save(self, epoch: int) -> None:
         """The checkpoint of ``epoch`` (rank 0), atomically; other ranks wait for it."""
         if is_main_process() and self.output_dir:
             path = save_checkpoint(self.output_dir, epoch, self.state_dict(epoch))
@@ -340,6 +350,29 @@ class Trainer:
             dist.barrier()
 
 
-def write_results(output_dir, results, name=RESULTS_FILE):
+def write_results(output_dir: str, results: Mapping[str, Any], name: str = RESULTS_FILE) -> None:
     """``results`` as indented JSON in ``output_dir/name``, atomically."""
     atomic_write_text(os.path.join(output_dir, name), json.dumps(results, indent=2) + "\n")
+
+
+def build_trainer(cfg: CfgNode, device: torch.device) -> Trainer:
+    """Data, model, loss, optimizer and scheduler of ``cfg``, assembled into a :class:`Trainer`."""
+    # looked up at call time, so that a test's patch of e.g. ``loss.build_loss`` takes effect
+    from datasets import make_dataloader
+    from loss import build_loss
+    from model import build_model
+    from solver import build_optimizer, build_scheduler
+
+    with main_process_first():  # rank 0 generates/checks the data before the others read them
+        data = make_dataloader(cfg)
+    logger.info("data: %d train identities, %d cameras, %d train batches/epoch, %d query + %d gallery images",
+                data.num_classes, data.num_cams, len(data.train_loader), data.num_query,
+                len(data.val_loader.dataset) - data.num_query)
+    model = build_model(cfg, data.num_classes, data.num_cams).to(device)
+    model = convert_sync_bn(model, cfg, device)
+    logger.info("model: %.2fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
+    loss_fn = build_loss(cfg, data.num_classes)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer)
+    return Trainer(cfg, model, loss_fn, optimizer, scheduler, data.train_loader, data.val_loader, data.num_query,
+                   device)

@@ -32,13 +32,13 @@ def _worker(rank, port, data_root, output_dir, result_dir):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    import train_net
+    from processor import build_trainer
     from processor.cli import RunContext
     from utils.distributed import get_world_size
 
     with RunContext(TINY, opts(data_root, output_dir), "train.log") as ctx:
         assert get_world_size() == WORLD
-        trainer = train_net.build_trainer(ctx.cfg, ctx.device)
+        trainer = build_trainer(ctx.cfg, ctx.device)
         summary = trainer.train()
         params = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
         torch.save(params, os.path.join(result_dir, f"params{rank}.pt"))

@@ -27,7 +27,7 @@ ABLATIONS = {
     "mfu_seu": (["MODEL.FUSION.HTM_ORDER", "mfu_seu"], ALL),
     "shared_both": (["MODEL.FUSION.SHARE_MFU", "True"], ALL),
     "unshared_both": (["MODEL.FUSION.SHARE_SEU", "False"], ALL),
-    "gap": (["MODEL.POOLING", "avg"], ALL),
+    "gap": (["MODEL.FUSION.POOLING", "avg"], ALL),
     "one_layer": (["MODEL.FUSION.HTM_LAYERS", "1"], ALL),
     "three_layers": (["MODEL.FUSION.HTM_LAYERS", "3"], ALL),
     "t2t": (["MODEL.TRANSFORMER.NAME", "t2t_vit_t_14"], ALL),

@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from utils.cli import ConfigArgumentParser  # noqa: E402
 from utils.errors import cli_entry  # noqa: E402
 from utils.feature_extractor import extractor_from_args, find_images, folder_identities  # noqa: E402
 
@@ -33,8 +34,9 @@ logger = logging.getLogger(__name__)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config_file", default="", help="YAML config of the trained model")
+    parser = ConfigArgumentParser(__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                  config_help="YAML config of the trained model",
+                                  opts_help="KEY VALUE overrides, e.g. TEST.WEIGHT path")
     parser.add_argument("--images", help="folder of images to describe")
     parser.add_argument("--query", help="folder of query images (with --gallery)")
     parser.add_argument("--gallery", help="folder of gallery images (with --query)")
@@ -42,7 +44,6 @@ def parse_args(argv=None):
     parser.add_argument("--figure", help="ranked-list PNG (default: next to --out, <out>_ranked.png)")
     parser.add_argument("--topk", type=int, default=10)
     parser.add_argument("--figure-queries", type=int, default=8, help="queries drawn in the figure (the first N)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. TEST.WEIGHT path")
     args = parser.parse_args(argv)
     if bool(args.images) == bool(args.query or args.gallery):
         parser.error("give either --images DIR, or --query DIR and --gallery DIR")

@@ -6,7 +6,6 @@ The dataset is also generated automatically on first use; this tool does it ahea
 where it went, its statistics and how long it took. It is regenerated only when the DATASETS.SYNTHETIC.*
 settings differ from those in its manifest (or with --force).
 """
-import argparse
 import logging
 import os
 import sys
@@ -17,15 +16,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import load_cfg  # noqa: E402
 from datasets.synthetic import SYNTHETIC_FOLDER  # noqa: E402
 from datasets.synthetic_generator import SyntheticParams, ensure_generated  # noqa: E402
+from utils.cli import ConfigArgumentParser  # noqa: E402
 from utils.errors import cli_entry  # noqa: E402
 
 
 @cli_entry
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config_file", default="", help="YAML config (default: the repository defaults)")
+    parser = ConfigArgumentParser(__doc__.splitlines()[0], config_help="YAML config (default: the repository defaults)")
     parser.add_argument("--force", action="store_true", help="regenerate even if the files are up to date")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     cfg = load_cfg(args.config_file, args.opts)

@@ -23,6 +23,7 @@ from configs import load_cfg  # noqa: E402
 from configs.paper_tables import TABLES  # noqa: E402
 from model import build_model  # noqa: E402
 from model.complexity import count_macs, count_params, subtree_macs  # noqa: E402
+from utils.cli import ConfigArgumentParser  # noqa: E402
 from utils.errors import cli_entry  # noqa: E402
 
 NUM_CAMS = 15  # MSMT17, the dataset of the ablation tables (only the camera embedding depends on it)
@@ -94,10 +95,9 @@ def print_model(config_file, opts):
 
 @cli_entry
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config_file", default="", help="YAML config (defaults: the paper's model)")
+    parser = ConfigArgumentParser(__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                  config_help="YAML config (defaults: the paper's model)")
     parser.add_argument("--table", choices=sorted(TABLES), help="print a paper table beside our numbers")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.table:

@@ -39,6 +39,7 @@ sys.path.insert(0, ROOT)
 
 from configs import ConfigError, load_cfg  # noqa: E402
 from configs.paper_tables import TABLE1, TABLES, Row  # noqa: E402
+from utils.cli import ConfigArgumentParser  # noqa: E402
 from utils.errors import FusionReIDError, cli_entry  # noqa: E402
 from utils.output_files import RESULTS_FILE  # noqa: E402
 
@@ -310,7 +311,9 @@ def plot_figure(key, runs, rows, path, opts=()):
 
 # ----------------------------------------------------------------------------- CLI
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # no --config_file: every run has its own (the table's rows); the overrides go to all of them
+    parser = ConfigArgumentParser(__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, config_file=False,
+                                  opts_help="KEY VALUE overrides passed to every run")
     parser.add_argument("--table", required=True, choices=TABLE_KEYS, help="table (1-6) or figure (fig5, fig6)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and print the commands only")
     parser.add_argument("--no-train", action="store_true", help="print the table from existing results only")
@@ -321,7 +324,6 @@ def parse_args(argv=None):
                         help="which entry of results.json to report")
     parser.add_argument("--plot-dir", default=os.path.join(ROOT, "output", "reproduce"),
                         help="folder of the fig5/fig6 PNG")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides passed to every run")
     return parser.parse_args(argv)
 
 

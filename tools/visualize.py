@@ -24,6 +24,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils import visualization as vis  # noqa: E402
+from utils.cli import ConfigArgumentParser  # noqa: E402
 from utils.errors import cli_entry  # noqa: E402
 from utils.feature_extractor import extractor_from_args, find_images  # noqa: E402
 
@@ -39,8 +40,9 @@ def int_list(text):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config_file", default="", help="YAML config of the trained model")
+    parser = ConfigArgumentParser(__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                  config_help="YAML config of the trained model",
+                                  opts_help="KEY VALUE overrides, e.g. TEST.WEIGHT path")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", action="append", metavar="PATH",
                      help="an image file or a folder of images (repeat for more)")
@@ -59,7 +61,6 @@ def parse_args(argv=None):
     parser.add_argument("--ranked", action="store_true", help="also draw ranked lists (with --dataset-queries)")
     parser.add_argument("--topk", type=int, default=10)
     parser.add_argument("--dpi", type=int, default=80)
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. TEST.WEIGHT path")
     return parser.parse_args(argv)
 
 
@@ -87,18 +88,18 @@ def draw_ranked(extractor, cfg, queries, gallery, topk, path, dpi):
     from utils.distance import pairwise_distance
 
     logger.info("extracting %d gallery features", len(gallery))
-    gf = extractor([r[0] for r in gallery], [r[2] for r in gallery])
-    qf = extractor([r[0] for r in queries], [r[2] for r in queries])
+    gf = extractor([r.path for r in gallery], [r.camid for r in gallery])
+    qf = extractor([r.path for r in queries], [r.camid for r in queries])
     dist = pairwise_distance(qf, gf, cfg.TEST.METRIC, cfg.TEST.FEAT_NORM).numpy()
-    ranking = vis.rank_gallery(dist, topk, [r[1] for r in queries], [r[1] for r in gallery],
-                               [r[2] for r in queries], [r[2] for r in gallery])
+    ranking = vis.rank_gallery(dist, topk, [r.pid for r in queries], [r.pid for r in gallery],
+                               [r.camid for r in queries], [r.camid for r in gallery])
     show = {}
     for g in {int(g) for g in ranking.flat if g >= 0}:
-        show[g] = display(extractor, [read_image(gallery[g][0])])[0]
-    matches = [[g >= 0 and gallery[g][1] == q[1] for g in row] for q, row in zip(queries, ranking)]
+        show[g] = display(extractor, [read_image(gallery[g].path)])[0]
+    matches = [[g >= 0 and gallery[g].pid == q.pid for g in row] for q, row in zip(queries, ranking)]
     distances = [[dist[i, g] if g >= 0 else 0.0 for g in row] for i, row in enumerate(ranking)]
-    query_images = display(extractor, [read_image(r[0]) for r in queries])
-    names = [f"id {r[1]} cam {r[2]}" for r in queries]
+    query_images = display(extractor, [read_image(r.path) for r in queries])
+    names = [f"id {r.pid} cam {r.camid}" for r in queries]
     return vis.plot_ranked_list(query_images, show, ranking, path, matches, distances, names, dpi=dpi)
 
 
@@ -120,8 +121,8 @@ def main(argv=None):
         queries = gallery = None
     else:
         queries, gallery = dataset_inputs(cfg, args.dataset_queries)
-        paths, cam_list = [r[0] for r in queries], [r[2] for r in queries]
-        names = [f"id {r[1]} cam {r[2]}" for r in queries]
+        paths, cam_list = [r.path for r in queries], [r.camid for r in queries]
+        names = [f"id {r.pid} cam {r.camid}" for r in queries]
     images = extractor.preprocess(paths)
     cams = extractor.camera_ids(cam_list, len(paths)).to(extractor.device)
     images = images.to(extractor.device)

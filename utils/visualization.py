@@ -196,7 +196,7 @@ def _score(model, feats, head, target, class_ids):
         return sum(feats[h].norm(dim=1) for h in heads).sum(), None
     if target != "class":
         raise UsageError(f"Grad-CAM target must be 'class' or 'norm', got {target!r}")
-    logits = sum(model.heads[h](feats[h])[0] for h in heads)
+    logits = sum(model.heads[h](feats[h]).logits for h in heads)
     if class_ids is None:
         classes = logits.argmax(dim=1)
     else:
