@@ -9,7 +9,7 @@ old and the new name with different values in one file (or both on the command l
 """
 import logging
 import os
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -30,19 +30,33 @@ RENAMED_KEYS = {
 }
 
 
-# Keys whose value must be one of a fixed set of names.
+def _registered_backbones(kind: str) -> Callable[[], Tuple[str, ...]]:
+    """'' (the branch off) and the backbone names of ``kind`` registered in ``model.backbones``."""
+    def names() -> Tuple[str, ...]:
+        from model.backbones import backbone_names
+        return ("",) + backbone_names(kind)
+    return names
+
+
+def _registered_datasets() -> Tuple[str, ...]:
+    """The dataset names registered in ``datasets`` (imported here, not at the top: datasets import configs)."""
+    from datasets import dataset_names
+    return dataset_names()
+
+
+# Keys whose value must be one of a fixed set of names. A callable gives the names of a registry, read
+# when a config is checked: backbones and datasets are named where they are defined, nowhere else.
 CHOICES = {
     "MODEL.DEVICE": ("auto", "cuda", "cpu"),
     "MODEL.PRETRAIN_CHOICE": ("imagenet", "self", "none"),
-    "MODEL.CNN.NAME": ("", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
+    "MODEL.CNN.NAME": _registered_backbones("cnn"),
     "MODEL.CNN.POOLING": ("gem", "avg", "max"),
-    "MODEL.TRANSFORMER.NAME": ("", "vit_base_patch16_224", "deit_base_patch16_224", "t2t_vit_t_14",
-                               "vit_small_patch16_224", "vit_tiny_patch16_224"),
+    "MODEL.TRANSFORMER.NAME": _registered_backbones("transformer"),
     "MODEL.TRANSFORMER.T2T_ATTN_SCALE": ("head_dim", "embed_dim"),
     "MODEL.TRANSFORMER.T2T_POS_EMBED": ("checkpoint", "sinusoid"),
     "MODEL.FUSION.HTM_ORDER": HTM_ORDERS,
     "MODEL.FUSION.POOLING": ("gem", "avg"),
-    "DATASETS.NAMES": ("market1501", "dukemtmcreid", "msmt17", "synthetic"),
+    "DATASETS.NAMES": _registered_datasets,
     "DATALOADER.SAMPLER": ("identity", "random"),
     "SOLVER.OPTIMIZER_NAME": ("SGD", "AdamW"),
     "SOLVER.AMP": ("auto", "fp16", "bf16", "off"),
@@ -173,8 +187,15 @@ def _merge(cfg, mapping, source):
         raise ConfigError(f"{source}: {e}") from None
 
 
+def allowed_values(key: str) -> Tuple[Any, ...]:
+    """The values ``key`` of :data:`CHOICES` may take (a registry's names as registered now)."""
+    allowed = CHOICES[key]
+    return tuple(allowed()) if callable(allowed) else tuple(allowed)
+
+
 def _check_choices(cfg, source):
-    for key, allowed in CHOICES.items():
+    for key in CHOICES:
+        allowed = allowed_values(key)
         node = cfg
         for part in key.split("."):
             node = node[part]

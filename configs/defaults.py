@@ -31,7 +31,7 @@ _C.MODEL.SYNC_BN = False
 
 # CNN branch of the Dual-branch Feature Extraction
 _C.MODEL.CNN = CN()
-# 'resnet50' | 'resnet101' | 'resnet152' | 'resnet18' | 'resnet34'; '' disables the CNN branch.
+# A CNN registered in model/backbones (e.g. 'resnet50', 'resnet101', 'resnet152'); '' disables the CNN branch.
 _C.MODEL.CNN.NAME = "resnet50"
 # Stride of the last ResNet stage (1 keeps a 16x8 map for 256x128 inputs).
 _C.MODEL.CNN.LAST_STRIDE = 1
@@ -42,8 +42,8 @@ _C.MODEL.CNN.POOLING = "gem"
 
 # Transformer branch of the Dual-branch Feature Extraction
 _C.MODEL.TRANSFORMER = CN()
-# 'vit_base_patch16_224' | 'deit_base_patch16_224' | 't2t_vit_t_14' | 'vit_small_patch16_224' |
-# 'vit_tiny_patch16_224'; '' disables the Transformer branch.
+# A Transformer registered in model/backbones (e.g. 'vit_base_patch16_224', 'deit_base_patch16_224',
+# 't2t_vit_t_14'); '' disables the Transformer branch.
 _C.MODEL.TRANSFORMER.NAME = "vit_base_patch16_224"
 # Stride of the 16x16 patch embedding: [12, 12] overlapping (ViT-B/16*), [16, 16] no overlap.
 # Ignored by T2T-ViT, whose tokens come from its soft splits.
@@ -106,7 +106,7 @@ _C.INPUT.PIXEL_STD = [0.5, 0.5, 0.5]
 
 # ----------------------------------------------------------------------------- datasets
 _C.DATASETS = CN()
-# 'market1501' | 'dukemtmcreid' | 'msmt17' | 'synthetic'
+# A dataset registered in datasets/ (e.g. 'market1501', 'dukemtmcreid', 'msmt17', 'synthetic').
 _C.DATASETS.NAMES = "synthetic"
 # Folder holding the dataset folders (Market-1501-v15.09.15, DukeMTMC-reID, MSMT17_V1/_V2, ...).
 _C.DATASETS.ROOT_DIR = "./data"

@@ -1,6 +1,8 @@
 """Building FusionReID from the config."""
 import logging
 
+from yacs.config import CfgNode
+
 from utils.errors import ConfigError
 
 from .fusion_reid import FusionReID
@@ -8,7 +10,7 @@ from .fusion_reid import FusionReID
 logger = logging.getLogger(__name__)
 
 
-def build_model(cfg, num_classes, num_cams):
+def build_model(cfg: CfgNode, num_classes: int, num_cams: int) -> FusionReID:
     """The model of ``cfg.MODEL`` with its pretrained weights (``MODEL.PRETRAIN_CHOICE``)."""
     model = FusionReID(
         num_classes=num_classes, num_cams=num_cams,

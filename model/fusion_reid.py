@@ -1,6 +1,7 @@
 """FusionReID (Fig. 2): Dual-branch Feature Extraction + Dual-attention Mutual Fusion + six supervised features."""
 import logging
 from collections import OrderedDict
+from typing import Dict, Mapping, Optional, Sequence, Set, Union
 
 import torch
 import torch.nn as nn
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 
 from utils.errors import ConfigError
 
-from .backbones import build_cnn, build_transformer
+from .backbones import Backbone, BackboneOutput, build_cnn, build_transformer
 from .backbones.weights import load_checked, read_state_dict, strip_prefix
 from .fusion import HeterogenousTransmissionModule, LocalRefinementUnit, freeze_gradient_free, init_fusion_weights
 from .heads import BNNeckHead, FeatureOutput
@@ -27,13 +28,15 @@ class FusionReID(nn.Module):
     eval mode: ``model(images, cam_ids)`` -> the retrieval feature picked by ``test_feat`` / ``neck_feat``.
     """
 
-    def __init__(self, num_classes, num_cams, cnn_name="resnet50", last_stride=1, cnn_pooling="gem",
-                 transformer_name="vit_base_patch16_224", img_size=(256, 128), stride_size=(12, 12),
-                 sie_camera=True, sie_coe=3.0, drop_path=0.1, drop_rate=0.0, attn_drop_rate=0.0,
-                 fusion_dim=768, lru=True, htm_layers=2, htm_order="seu_mfu", share_seu=True, share_mfu=False,
-                 num_heads=12, mlp_ratio=4.0, pooling="gem", gem_p=3.0,
-                 test_feat="all", neck_feat="before", feat_norm=True, part_norm=False,
-                 t2t_attn_scale="head_dim", t2t_pos_embed="checkpoint"):
+    def __init__(self, num_classes: int, num_cams: int, cnn_name: str = "resnet50", last_stride: int = 1,
+                 cnn_pooling: str = "gem", transformer_name: str = "vit_base_patch16_224",
+                 img_size: Sequence[int] = (256, 128), stride_size: Sequence[int] = (12, 12),
+                 sie_camera: bool = True, sie_coe: float = 3.0, drop_path: float = 0.1, drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0, fusion_dim: int = 768, lru: bool = True, htm_layers: int = 2,
+                 htm_order: str = "seu_mfu", share_seu: bool = True, share_mfu: bool = False, num_heads: int = 12,
+                 mlp_ratio: float = 4.0, pooling: str = "gem", gem_p: float = 3.0, test_feat: str = "all",
+                 neck_feat: str = "before", feat_norm: bool = True, part_norm: bool = False,
+                 t2t_attn_scale: str = "head_dim", t2t_pos_embed: str = "checkpoint"):
         super().__init__()
         if htm_layers and not (cnn_name and transformer_name):
             raise ConfigError("MODEL.FUSION.HTM_LAYERS > 0 fuses two branches: set both MODEL.CNN.NAME and "
@@ -41,18 +44,17 @@ class FusionReID(nn.Module):
         if htm_layers and not lru:
             raise ConfigError("MODEL.FUSION.HTM_LAYERS > 0 needs MODEL.FUSION.LRU True: the LRUs bring both "
                               "branches to the fused dimension D")
-        dims = OrderedDict()
-        self.cnn = self.transformer = None
+        self.cnn: Optional[Backbone] = None
+        self.transformer: Optional[Backbone] = None
         if cnn_name:
-            self.cnn = build_cnn(cnn_name, last_stride)
-            self.pool_cnn = build_pooling(cnn_pooling, gem_p)
-            dims["cnn"] = self.cnn.out_channels
+            self.cnn = build_cnn(cnn_name, last_stride, img_size)
+            self.pool_cnn = build_pooling(cnn_pooling, gem_p)  # f^_c = GeMP(X_c): the CNN has no class token
         if transformer_name:
             self.transformer = build_transformer(
                 transformer_name, img_size, stride_size, num_cams=num_cams if sie_camera else 0, sie_coe=sie_coe,
                 drop_path_rate=drop_path, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
                 t2t_attn_scale=t2t_attn_scale, t2t_pos_embed=t2t_pos_embed)
-            dims["transformer"] = self.transformer.embed_dim
+        dims = OrderedDict((branch, backbone.out_dim) for branch, backbone in self.backbones().items())
         self.lru = nn.ModuleDict()
         self.pool_lru = nn.ModuleDict()
         if lru:
@@ -86,28 +88,39 @@ class FusionReID(nn.Module):
         self.num_classes = num_classes
 
     # ------------------------------------------------------------------------------------- forward
+    def backbones(self) -> "OrderedDict[str, Backbone]":
+        """The branches that are present, CNN first: ``OrderedDict(branch -> Backbone)``."""
+        pairs = (("cnn", self.cnn), ("transformer", self.transformer))
+        return OrderedDict((branch, backbone) for branch, backbone in pairs if backbone is not None)
+
     @property
-    def test_dim(self):
+    def test_dim(self) -> int:
         """Length of the eval-mode feature."""
         if self.test_feat == "all":
             return sum(self.feature_dims.values())
         return self.feature_dims[self.test_feat]
 
-    def extract(self, images, cam_ids=None, attention=None):
+    def global_feature(self, branch: str, out: BackboneOutput) -> torch.Tensor:
+        """f^ of a branch: the backbone's class token (f^_t), or for a backbone without one its map pooled
+        by the branch's pooling (f^_c = GeMP(X_c), ``MODEL.CNN.POOLING``)."""
+        if out.cls_token is not None:
+            return out.cls_token
+        pool = getattr(self, f"pool_{branch}", None)
+        if pool is None:
+            raise ValueError(f"the {branch} backbone gives no class token and this model has no pooling for it")
+        return pool(out.feature_map)
+
+    def extract(self, images: torch.Tensor, cam_ids: Optional[torch.Tensor] = None,
+                attention: Optional[Dict[str, torch.Tensor]] = None) -> "OrderedDict[str, torch.Tensor]":
         """All features before the BNNeck, computed once: ``OrderedDict(name -> [B, d])``.
 
         ``attention``: a dict to fill with the HTM attention weights, keys ``htm{k}/seu/cnn`` etc.
         """
         feats, local = OrderedDict(), {}
-        if self.cnn is not None:
-            fmap = self.cnn(images)                                      # X_c: B, C, H, W
-            feats["cnn"] = self.pool_cnn(fmap)                            # f^_c
-            local["cnn"] = fmap
-        if self.transformer is not None:
-            tokens = self.transformer(images, cam_ids)                    # Z: B, 1 + N, C
-            feats["transformer"] = tokens[:, 0]                           # f^_t
-            h, w = self.transformer.grid_size
-            local["transformer"] = tokens[:, 1:].transpose(1, 2).reshape(tokens.shape[0], -1, h, w)  # X_t -> F^_t
+        for branch, backbone in self.backbones().items():
+            out = backbone(images, cam_ids)                               # BackboneOutput
+            feats[branch] = self.global_feature(branch, out)              # f^_c / f^_t
+            local[branch] = out.feature_map                               # X_c / X_t -> F^_t: B, C, H, W
         for branch, unit in self.lru.items():
             refined = unit(local[branch])                                 # F_c / F_t: B, D, H, W
             feats[f"lru_{branch}"] = self.pool_lru[branch](refined)       # f'_(c,0) / f'_(t,0)
@@ -122,13 +135,14 @@ class FusionReID(nn.Module):
             feats["htm_cnn"], feats["htm_transformer"] = g_cnn, g_trans  # f'_(c,L), f'_(t,L)
         return feats
 
-    def forward(self, images, cam_ids=None):
+    def forward(self, images: torch.Tensor, cam_ids: Optional[torch.Tensor] = None
+                ) -> Union["OrderedDict[str, FeatureOutput]", torch.Tensor]:
         feats = self.extract(images, cam_ids)
         if self.training:
             return OrderedDict((name, FeatureOutput(self.heads[name](f).logits, f)) for name, f in feats.items())
         return self.retrieval_feature(feats)
 
-    def retrieval_feature(self, feats):
+    def retrieval_feature(self, feats: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The eval-mode feature: one of the six, or f_a = their concatenation (Sec. III-C).
 
         As released (docs/PAPER.md, "BNNeck and retrieval"): the parts are concatenated as they are and the result is L2-normalised as a
@@ -145,18 +159,18 @@ class FusionReID(nn.Module):
 
     # ------------------------------------------------------------------------------------- weights
     @torch.jit.ignore
-    def no_weight_decay(self):
-        """Position, class and camera embeddings take no weight decay (timm convention)."""
-        if self.transformer is None:
-            return set()
-        return {f"transformer.{n}" for n in self.transformer.no_weight_decay()
-                if getattr(self.transformer, n, None) is not None}
+    def no_weight_decay(self) -> Set[str]:
+        """Full names of the backbones' parameters without weight decay (timm convention): the position,
+        class and camera embeddings of the Transformer; none of the CNN."""
+        return {f"{branch}.{n}" for branch, backbone in self.backbones().items() for n in backbone.no_weight_decay()
+                if getattr(backbone, n, None) is not None}
 
-    def load_param(self, path, key="MODEL.PRETRAIN_PATH"):
+    def load_param(self, path: str, key: str = "MODEL.PRETRAIN_PATH") -> None:
         """A whole FusionReID checkpoint file (train_net's, or a bare state dict; ``module.`` stripped)."""
         self.load_trained_state(read_checkpoint_state(path, key), path, key)
 
-    def load_trained_state(self, state, path, key="MODEL.PRETRAIN_PATH"):
+    def load_trained_state(self, state: Mapping[str, torch.Tensor], path: str,
+                           key: str = "MODEL.PRETRAIN_PATH") -> None:
         """Load a FusionReID state dict read from ``path``.
 
         ID classifiers of another shape (another dataset) are skipped with a warning; everything else
@@ -173,6 +187,6 @@ class FusionReID(nn.Module):
         logger.info("loaded FusionReID weights from %s", path)
 
 
-def read_checkpoint_state(path, key):
+def read_checkpoint_state(path: str, key: str) -> Dict[str, torch.Tensor]:
     """The model state dict of a FusionReID checkpoint file (``module.`` prefixes stripped)."""
     return strip_prefix(read_state_dict(path, key, containers=("model", "state_dict")))

@@ -133,8 +133,9 @@ def test_camera_embedding_shape_and_coefficient():
         shifted = vit(x, torch.tensor([2]))
         vit.sie_coe = 0.0
         off = vit(x, torch.tensor([2]))
-    assert not torch.allclose(base, shifted)
-    assert torch.allclose(base, off)
+    for field in ("cls_token", "feature_map"):  # the embedding is added to every token
+        assert not torch.allclose(getattr(base, field), getattr(shifted, field)), field
+        assert torch.allclose(getattr(base, field), getattr(off, field)), field
 
 
 @pytest.mark.parametrize("size,stride,grid", [((256, 128), (12, 12), (21, 10)), ((256, 128), (16, 16), (16, 8)),
@@ -150,7 +151,7 @@ def test_t2t_grid_tracks_height_and_width():
     t2t = build_transformer("t2t_vit_t_14", (256, 128), (16, 16), num_cams=2)
     assert t2t.grid_size == (16, 8)
     out = t2t(torch.randn(1, 3, 256, 128), torch.tensor([1]))
-    assert out.shape == (1, 1 + 16 * 8, 384)
+    assert out.cls_token.shape == (1, 384) and out.feature_map.shape == (1, 384, 16, 8)
     assert 21.0 < count_params(t2t)[0] / 1e6 < 21.2  # paper 21.0M, released architecture 21.1M (docs/PAPER.md)
 
 

@@ -64,7 +64,7 @@ def test_grad_cam_sees_what_the_model_computes(model, batch):
         assert torch.allclose(model.retrieval_feature(feats), model(images, cams))
     assert grids == {"cnn": CNN_GRID, "transformer": TRANS_GRID}
     maps = vis.activation_maps(acts)
-    assert maps["cnn/backbone"].shape == (2, model.cnn.out_channels, *CNN_GRID)
+    assert maps["cnn/backbone"].shape == (2, model.cnn.out_dim, *CNN_GRID)
     assert maps["transformer/htm2"].shape == (2, 64, *TRANS_GRID)
 
 

@@ -29,7 +29,6 @@ import os
 
 import numpy as np
 import torch
-import torch.nn as nn
 from PIL import Image
 
 from datasets.base import IMAGE_EXTENSIONS
@@ -93,14 +92,11 @@ def extractor_from_args(args):
 
 def add_mean_camera(model):
     """Append the mean of the learned camera embeddings as an extra camera; returns its id (None when the
-    model has no camera embedding). Only this model instance changes."""
+    model has no camera embedding). Only this model instance changes (``model.backbones.camera``)."""
     trans = model.transformer
-    sie = getattr(trans, "sie_embed", None) if trans is not None else None
-    if sie is None:
+    if trans is None or not trans.has_camera_embedding:
         return None
-    table = sie.detach()
-    trans.sie_embed = nn.Parameter(torch.cat([table, table.mean(dim=0, keepdim=True)]), requires_grad=False)
-    return table.shape[0]
+    return trans.add_mean_camera()
 
 
 # ----------------------------------------------------------------------------- images

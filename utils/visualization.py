@@ -12,8 +12,9 @@ modules during one ordinary ``model.extract`` call, never by a second copy of th
   the last place where the branch still has spatial tokens). Absent when the HTM has no SEU
   (``HTM_ORDER 'mfu'``). With the default order (SEU then MFU) these tokens are read only by the
   *other* branch's MFU, so their CAM shows what the other branch's global token draws from this branch;
-* the same three for the Transformer branch: patch tokens (``model.transformer`` output without the
-  class token) reshaped to ``model.transformer.grid_size``, the LRU output, the SEU local tokens.
+* the same three for the Transformer branch: the patch tokens on their grid (``model.transformer``'s
+  ``feature_map``, [C, h, w] with (h, w) = ``model.transformer.grid_size``), the LRU output, the SEU local
+  tokens.
 
 When one SEU is shared by both branches it runs twice per HTM; each call is attributed to its branch by
 its input, whose local tokens are exactly that branch's LRU tokens (see ``HeterogenousTransmissionModule``).
@@ -115,11 +116,7 @@ def capture_activations(model, images, cam_ids=None, attention=None):
     or its gradient, into a [B, C, h, w] map. ``grids``: ``{branch: (h, w)}``; ``attention``: optional
     dict for the HTM weights (see ``FusionReID.extract``).
     """
-    watched = OrderedDict()
-    if model.cnn is not None:
-        watched["cnn/backbone"] = model.cnn
-    if model.transformer is not None:
-        watched["transformer/backbone"] = model.transformer
+    watched = OrderedDict((f"{branch}/backbone", backbone) for branch, backbone in model.backbones().items())
     for branch, unit in model.lru.items():
         watched[f"{branch}/lru"] = unit
     watched.update(_seu_modules(model))
@@ -133,12 +130,10 @@ def capture_activations(model, images, cam_ids=None, attention=None):
         return lambda t: _tokens_to_map(t[:, 1:], grid)
 
     grids, acts = {}, OrderedDict()
-    if model.cnn is not None:
-        acts["cnn/backbone"] = (rec.calls["cnn/backbone"][0][1], as_is)
-        grids["cnn"] = tuple(acts["cnn/backbone"][0].shape[-2:])
-    if model.transformer is not None:
-        grids["transformer"] = tuple(model.transformer.grid_size)
-        acts["transformer/backbone"] = (rec.calls["transformer/backbone"][0][1], local_tokens(grids["transformer"]))
+    for branch in model.backbones():
+        fmap = rec.calls[f"{branch}/backbone"][0][1].feature_map  # BackboneOutput: X_c / X_t as [B, C, h, w]
+        acts[f"{branch}/backbone"] = (fmap, as_is)
+        grids[branch] = tuple(fmap.shape[-2:])
     lru_tokens = {}
     for branch in model.lru:
         fmap = rec.calls[f"{branch}/lru"][0][1]

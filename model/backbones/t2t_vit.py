@@ -146,7 +146,7 @@ class T2TViT(CameraEmbedding, Backbone):
         # Fixed (not trained), but saved with the model: with 'checkpoint' it comes from the pretrained file.
         self.register_buffer("pos_embed", sinusoid_position_table(self.tokens_to_token.num_patches + 1, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # also under a meta default device
         self.blocks = nn.Sequential(*[
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias=False, proj_drop=drop_rate, attn_drop=attn_drop_rate,
                   drop_path=dpr[i], norm_layer=nn.LayerNorm) for i in range(depth)])

@@ -3,25 +3,31 @@
 A subclass of timm's ``VisionTransformer`` with
 - an overlapping patch embedding (kernel 16, stride from ``MODEL.TRANSFORMER.STRIDE_SIZE``; ViT-B/16*
   uses stride 12, so a 256x128 image gives a 21x10 grid), the grid derived from the input size;
-- a learnable camera embedding (TransReID's SIE) of shape ``[num_cams, 1, dim]`` scaled by
-  ``SIE_COE`` and added to every token after the position embedding;
-- no classification head.
+- a learnable camera embedding (TransReID's SIE, ``model.backbones.camera``) of shape
+  ``[num_cams, 1, dim]`` scaled by ``SIE_COE`` and added to every token after the position embedding;
+- no classification head; ``forward`` gives the class token and the patch tokens on their grid.
+
+Registered as ``vit_base_patch16_224``, ``deit_base_patch16_224``, ``vit_small_patch16_224`` and
+``vit_tiny_patch16_224``.
 """
 import logging
 import math
 from functools import partial
+from typing import Callable, Dict, Optional, Sequence, Set, Tuple
 
 import torch
 import torch.nn as nn
-from timm.layers import trunc_normal_
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
+from .base import Backbone, BackboneOutput, split_tokens
+from .camera import CameraEmbedding
+from .registry import register_backbone
 from .weights import WeightsError, check_path, load_checked, read_state_dict, strip_prefix
 
 logger = logging.getLogger(__name__)
 
 
-def patch_grid(img_size, patch_size, stride):
+def patch_grid(img_size: Sequence[int], patch_size: Sequence[int], stride: Sequence[int]) -> Tuple[int, int]:
     """Tokens along (height, width) of a ``patch_size`` convolution with ``stride`` and no padding."""
     return tuple((s - p) // st + 1 for s, p, st in zip(img_size, patch_size, stride))
 
@@ -47,12 +53,14 @@ class OverlapPatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)  # B, N, C
 
 
-class ReIDVisionTransformer(VisionTransformer):
-    """ViT/DeiT with overlapping patches and camera embeddings; returns all tokens after the final norm."""
+class ReIDVisionTransformer(VisionTransformer, CameraEmbedding, Backbone):
+    """ViT/DeiT with overlapping patches and camera embeddings; ``forward`` gives the class token and the
+    patch tokens after the final norm, the latter as a ``[B, C, H, W]`` map on the patch grid."""
 
-    def __init__(self, img_size=(256, 128), stride_size=(12, 12), num_cams=0, sie_coe=3.0,
-                 patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
-                 drop_path_rate=0.1, drop_rate=0.0, attn_drop_rate=0.0):
+    def __init__(self, img_size: Sequence[int] = (256, 128), stride_size: Sequence[int] = (12, 12),
+                 num_cams: int = 0, sie_coe: float = 3.0, patch_size: int = 16, embed_dim: int = 768,
+                 depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0, drop_path_rate: float = 0.1,
+                 drop_rate: float = 0.0, attn_drop_rate: float = 0.0, name: str = ""):
         super().__init__(
             img_size=tuple(img_size), patch_size=patch_size, num_classes=0, embed_dim=embed_dim, depth=depth,
             num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, drop_path_rate=drop_path_rate,
@@ -60,35 +68,32 @@ class ReIDVisionTransformer(VisionTransformer):
             norm_layer=partial(nn.LayerNorm, eps=1e-6),
             embed_layer=partial(OverlapPatchEmbed, stride=tuple(stride_size)),
         )
-        self.sie_coe = sie_coe
-        if num_cams > 0:
-            self.sie_embed = nn.Parameter(torch.zeros(num_cams, 1, embed_dim))
-            trunc_normal_(self.sie_embed, std=0.02)
-        else:
-            self.sie_embed = None
+        self.init_camera_embedding(num_cams, embed_dim, sie_coe)
+        self.name = name
 
     @property
-    def grid_size(self):
+    def out_dim(self) -> int:
+        return self.embed_dim
+
+    @property
+    def grid_size(self) -> Tuple[int, int]:
         return self.patch_embed.grid_size
 
     @torch.jit.ignore
-    def no_weight_decay(self):
+    def no_weight_decay(self) -> Set[str]:
         return {"pos_embed", "cls_token", "sie_embed"}
 
-    def forward(self, x, cam_ids=None):
+    def forward(self, x: torch.Tensor, cam_ids: Optional[torch.Tensor] = None) -> BackboneOutput:
         x = self.patch_embed(x)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = x + self.pos_embed
-        if self.sie_embed is not None:
-            if cam_ids is None:
-                raise ValueError("the camera embedding (MODEL.TRANSFORMER.SIE_CAMERA) needs camera ids")
-            x = x + self.sie_coe * self.sie_embed[cam_ids]
+        x = self.add_camera_embedding(x, cam_ids)
         x = self.pos_drop(x)
         x = self.blocks(x)
-        return self.norm(x)  # B, 1 + N, C
+        return split_tokens(self.norm(x), self.grid_size)  # f^_t [B, C]; X_t [B, C, H, W]
 
     # ----------------------------------------------------------------------------------- weights
-    def load_pretrained(self, path, key="MODEL.TRANSFORMER.PRETRAIN_PATH"):
+    def load_pretrained(self, path: str, key: str = "MODEL.TRANSFORMER.PRETRAIN_PATH") -> None:
         """ImageNet weights in timm's format (``.pth``/``.safetensors``, DeiT's ``{'model': ...}``, the old
         ``jx_vit_base_p16_224-80ecf9dd.pth``) or Google's ``.npz``; the position embedding is resized
         bilinearly from the pretraining grid to this model's patch grid."""
@@ -102,7 +107,8 @@ class ReIDVisionTransformer(VisionTransformer):
         logger.info("loaded Transformer ImageNet weights from %s (position embedding resized to %dx%d)",
                     path, *self.grid_size)
 
-    def checkpoint_filter_fn(self, state, key="", path=""):
+    def checkpoint_filter_fn(self, state: Dict[str, torch.Tensor], key: str = "",
+                             path: str = "") -> Dict[str, torch.Tensor]:
         """Foreign ViT/DeiT weights -> this model: drop heads and DeiT's distillation token, resample pos_embed."""
         state = dict(state)
         if "dist_token" in state:  # distilled DeiT: the second prefix token has its own position
@@ -121,7 +127,7 @@ class ReIDVisionTransformer(VisionTransformer):
         # bilinear without antialiasing, as TransReID and the released FusionReID (docs/PAPER.md, "Backbones").
         return checkpoint_filter_fn(state, self, interpolation="bilinear", antialias=False)
 
-    def _read_npz(self, path, key):
+    def _read_npz(self, path: str, key: str) -> Dict[str, torch.Tensor]:
         """Google's JAX checkpoint, read by timm into a plain ViT of the same width, as a state dict."""
         check_path(path, key)
         ref = VisionTransformer(img_size=224, patch_size=16, num_classes=0, embed_dim=self.embed_dim,
@@ -134,21 +140,22 @@ class ReIDVisionTransformer(VisionTransformer):
         return ref.state_dict()
 
 
-# name -> (embed_dim, depth, num_heads); DeiT-B has the architecture of ViT-B.
-VIT_ARCHS = {
-    "vit_base_patch16_224": (768, 12, 12),
-    "deit_base_patch16_224": (768, 12, 12),
-    "vit_small_patch16_224": (384, 12, 6),
-    "vit_tiny_patch16_224": (192, 12, 3),
-}
+def _register_vit(name: str, embed_dim: int, depth: int, num_heads: int) -> Callable[..., ReIDVisionTransformer]:
+    """Register ``name``: a :class:`ReIDVisionTransformer` of this width, depth and head count; returns its factory."""
+    def factory(img_size: Sequence[int] = (256, 128), stride_size: Sequence[int] = (12, 12), num_cams: int = 0,
+                sie_coe: float = 3.0, drop_path_rate: float = 0.1, drop_rate: float = 0.0,
+                attn_drop_rate: float = 0.0) -> ReIDVisionTransformer:
+        return ReIDVisionTransformer(img_size=img_size, stride_size=stride_size, num_cams=num_cams, sie_coe=sie_coe,
+                                     embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+                                     drop_path_rate=drop_path_rate, drop_rate=drop_rate,
+                                     attn_drop_rate=attn_drop_rate, name=name)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = f"{name}: {embed_dim}-d tokens, {depth} blocks, {num_heads} heads, 16x16 patches."
+    return register_backbone(name, "transformer")(factory)
 
 
-def build_vit(name, img_size, stride_size, num_cams=0, sie_coe=3.0, drop_path_rate=0.1, drop_rate=0.0,
-              attn_drop_rate=0.0):
-    embed_dim, depth, num_heads = VIT_ARCHS[name]
-    model = ReIDVisionTransformer(img_size=img_size, stride_size=stride_size, num_cams=num_cams, sie_coe=sie_coe,
-                                  embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-                                  drop_path_rate=drop_path_rate, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate)
-    model.name = name
-    return model
-
+vit_base_patch16_224 = _register_vit("vit_base_patch16_224", 768, 12, 12)
+deit_base_patch16_224 = _register_vit("deit_base_patch16_224", 768, 12, 12)  # the architecture of ViT-B
+vit_small_patch16_224 = _register_vit("vit_small_patch16_224", 384, 12, 6)
+vit_tiny_patch16_224 = _register_vit("vit_tiny_patch16_224", 192, 12, 3)
