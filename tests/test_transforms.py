@@ -12,6 +12,7 @@ def make_cfg(**input_keys):
     cfg.INPUT.SIZE_TRAIN = [32, 16]
     cfg.INPUT.SIZE_TEST = [32, 16]
     for key, value in input_keys.items():
+        assert key in cfg.INPUT, key  # a misspelt or renamed key would otherwise be added silently
         cfg.INPUT[key] = value
     return cfg
 
@@ -48,15 +49,15 @@ def test_train_transform_shape_and_range_without_erasing():
 
 def test_flip_probability():
     image = gradient_image()
-    never = build_transforms(make_cfg(RE_PROB=0.0, PADDING=0, PROB=0.0), is_train=True)
-    always = build_transforms(make_cfg(RE_PROB=0.0, PADDING=0, PROB=1.0), is_train=True)
+    never = build_transforms(make_cfg(RE_PROB=0.0, PADDING=0, FLIP_PROB=0.0), is_train=True)
+    always = build_transforms(make_cfg(RE_PROB=0.0, PADDING=0, FLIP_PROB=1.0), is_train=True)
     reference = build_transforms(make_cfg(), is_train=False)(image)
     assert torch.allclose(never(image), reference, atol=0.02)
     assert torch.allclose(always(image), reference.flip(-1), atol=0.02)
 
 
 def test_padding_and_random_crop_shift_the_image():
-    transform = build_transforms(make_cfg(RE_PROB=0.0, PROB=0.0, PADDING=4), is_train=True)
+    transform = build_transforms(make_cfg(RE_PROB=0.0, FLIP_PROB=0.0, PADDING=4), is_train=True)
     torch.manual_seed(1)
     outs = [transform(Image.new("RGB", (16, 32), (255, 255, 255))) for _ in range(20)]
     # zero padding shows up as black (normalised -1) borders in some crops; crops differ
@@ -65,7 +66,7 @@ def test_padding_and_random_crop_shift_the_image():
 
 
 def test_random_erasing_fills_gaussian_noise():
-    transform = build_transforms(make_cfg(RE_PROB=1.0, PROB=0.0, PADDING=0), is_train=True)
+    transform = build_transforms(make_cfg(RE_PROB=1.0, FLIP_PROB=0.0, PADDING=0), is_train=True)
     torch.manual_seed(2)
     out = transform(Image.new("RGB", (16, 32), (128, 128, 128)))
     plain = build_transforms(make_cfg(), is_train=False)(Image.new("RGB", (16, 32), (128, 128, 128)))
