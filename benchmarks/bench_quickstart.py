@@ -76,6 +76,17 @@ def finish_run(proc, record, console):
     return record
 
 
+def print_record(args, r):
+    """One line of the per-run table (as soon as the run ends)."""
+    threads, seed = r["threads"], r["seed"]
+    if "final_mAP" in r:
+        print(f"{threads:>7} | {seed:>4} | {100 * r['final_mAP']:8.1f}% | {100 * r['final_rank1']:7.1f}% | "
+              f"{100 * r['best_mAP']:8.1f}% ({r['best_epoch']:>2}) | {r['seconds'] / 60:.1f}", flush=True)
+    else:
+        print(f"{threads:>7} | {seed:>4} | failed (exit code {r['rc']}; see "
+              f"{os.path.join(args.out, f'threads{threads}_seed{seed}', 'console.txt')})", flush=True)
+
+
 def spread(values):
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
@@ -109,14 +120,7 @@ def main(argv=None):
             pending = pending[jobs:]
             for proc, record, console in batch:
                 records.append(finish_run(proc, record, console))
-        for r in [r for r in records if r["threads"] == threads]:
-            seed = r["seed"]
-            if "final_mAP" in r:
-                print(f"{threads:>7} | {seed:>4} | {100 * r['final_mAP']:8.1f}% | {100 * r['final_rank1']:7.1f}% | "
-                      f"{100 * r['best_mAP']:8.1f}% ({r['best_epoch']:>2}) | {r['seconds'] / 60:.1f}", flush=True)
-            else:
-                print(f"{threads:>7} | {seed:>4} | failed (exit code {r['rc']}; see "
-                      f"{os.path.join(args.out, f'threads{threads}_seed{seed}', 'console.txt')})", flush=True)
+                print_record(args, records[-1])
     summary = {"config": args.config_file, "overrides": args.opts, "records": records,
                "by_threads": {}, "all": summarise(records)}
     if summary["all"]:

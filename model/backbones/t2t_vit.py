@@ -140,7 +140,7 @@ class T2TViT(CameraEmbedding, Backbone):
             raise ValueError(f"T2T-ViT position table must be one of {POS_EMBEDS}, got {pos_embed!r}")
         self.attn_scale, self.pos_embed_source = attn_scale, pos_embed
         self.img_size = tuple(img_size)
-        self.embed_dim = self.num_features = embed_dim
+        self.embed_dim = self.num_features = self.out_dim = embed_dim
         self.tokens_to_token = TokensToToken(img_size, embed_dim=embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         # Fixed (not trained), but saved with the model: with 'checkpoint' it comes from the pretrained file.
@@ -170,10 +170,6 @@ class T2TViT(CameraEmbedding, Backbone):
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-
-    @property
-    def out_dim(self) -> int:
-        return self.embed_dim
 
     @property
     def grid_size(self) -> Tuple[int, int]:

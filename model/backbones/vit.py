@@ -70,10 +70,7 @@ class ReIDVisionTransformer(VisionTransformer, CameraEmbedding, Backbone):
         )
         self.init_camera_embedding(num_cams, embed_dim, sie_coe)
         self.name = name
-
-    @property
-    def out_dim(self) -> int:
-        return self.embed_dim
+        self.out_dim = embed_dim
 
     @property
     def grid_size(self) -> Tuple[int, int]:
