@@ -5,11 +5,13 @@
 
 ``TEST.WEIGHT`` is a checkpoint written by train_net.py (any of checkpoint_epoch{N}.pth,
 model_best.pth) or a bare state dict. Logs mAP, Rank-1/5/10 and mINP, appends to OUTPUT_DIR/test.log
-and writes OUTPUT_DIR/test_results.json; ``--save-features`` also writes the query/gallery features,
-ids and cameras (.npz). ``TEST.FEAT`` / ``TEST.NECK_FEAT`` choose the evaluated feature.
+and writes OUTPUT_DIR/test_results.json (with the evaluation's provenance, see utils/provenance.py);
+``--save-features`` also writes the query/gallery features, ids and cameras (.npz). ``TEST.FEAT`` /
+``TEST.NECK_FEAT`` choose the evaluated feature, ``TEST.FLIP`` adds the mirrored images.
 """
 import logging
 import os
+import time
 
 import utils
 
@@ -20,10 +22,11 @@ import numpy as np  # noqa: E402
 from processor import format_metrics, run_evaluation, write_results  # noqa: E402
 from processor.cli import RunContext  # noqa: E402
 from utils.cli import ConfigArgumentParser  # noqa: E402
-from utils.distributed import is_main_process, main_process_first  # noqa: E402
+from utils.distributed import get_world_size, is_main_process, main_process_first  # noqa: E402
 from utils.errors import cli_entry  # noqa: E402
 from utils.misc import resolve_amp  # noqa: E402
 from utils.output_files import TEST_RESULTS_FILE  # noqa: E402
+from utils.provenance import collect_provenance, command_line, wall_times  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +66,16 @@ def main(argv=None):
         model.to(device)
         logger.info("evaluating feature %r (%s the BNNeck) of %s", cfg.TEST.FEAT, cfg.TEST.NECK_FEAT,
                     cfg.TEST.WEIGHT)
-        metrics, (feats, pids, camids) = run_evaluation(cfg, model, data.val_loader, data.num_query, device,
-                                                        resolve_amp(cfg.SOLVER.AMP, device))
-        logger.info("test: %s", format_metrics(metrics))
+        amp = resolve_amp(cfg.SOLVER.AMP, device)
+        start = time.perf_counter()
+        metrics, (feats, pids, camids) = run_evaluation(cfg, model, data.val_loader, data.num_query, device, amp)
+        seconds = time.perf_counter() - start
+        logger.info("test: %s (%.1fs)", format_metrics(metrics), seconds)
         if is_main_process():
-            results = dict(metrics, weight=cfg.TEST.WEIGHT, feat=cfg.TEST.FEAT, neck_feat=cfg.TEST.NECK_FEAT)
+            provenance = dict(collect_provenance(device, amp, get_world_size(), command_line(argv, __file__)),
+                              wall_time_s=wall_times(None, seconds, seconds))
+            results = dict(metrics, weight=cfg.TEST.WEIGHT, feat=cfg.TEST.FEAT, neck_feat=cfg.TEST.NECK_FEAT,
+                           provenance=provenance)
             write_results(cfg.OUTPUT_DIR, results, name=TEST_RESULTS_FILE)
             logger.info("results written to %s", os.path.join(cfg.OUTPUT_DIR, TEST_RESULTS_FILE))
             if args.save_features:

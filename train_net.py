@@ -5,9 +5,11 @@
     torchrun --nproc_per_node=2 train_net.py --config_file FILE ...     # DDP, global batch unchanged
 
 Writes to OUTPUT_DIR: train.log (appended), config.yaml, TensorBoard events, checkpoint_epoch{N}.pth +
-last_checkpoint, model_best.pth and results.json. ``--resume`` continues from OUTPUT_DIR's last
-checkpoint (a fresh start when there is none; when the one ``last_checkpoint`` names is missing or
-unreadable, the newest loadable checkpoint, with a warning).
+last_checkpoint, model_best.pth and results.json; the checkpoints and results.json also record the run's
+provenance (command line, git commit, library versions, device, AMP, world size, wall times:
+utils/provenance.py). ``--resume`` continues from OUTPUT_DIR's last checkpoint (a fresh start when there
+is none; when the one ``last_checkpoint`` names is missing or unreadable, the newest loadable
+checkpoint, with a warning).
 """
 import logging
 
@@ -19,6 +21,7 @@ from processor import build_trainer  # noqa: E402
 from processor.cli import RunContext  # noqa: E402
 from utils.cli import ConfigArgumentParser  # noqa: E402
 from utils.errors import cli_entry  # noqa: E402
+from utils.provenance import command_line  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ def main(argv=None):
     with RunContext(args.config_file, args.opts, "train.log") as ctx:
         ctx.save_config()
         trainer = build_trainer(ctx.cfg, ctx.device)
+        trainer.set_command(command_line(argv, __file__))
         if args.resume and trainer.resume_last(ctx.cfg.OUTPUT_DIR) is None:
             logger.warning("--resume: no checkpoint in %s, starting from scratch", ctx.cfg.OUTPUT_DIR)
         return trainer.train()

@@ -184,6 +184,11 @@ _C.TEST.NECK_FEAT = "before"
 _C.TEST.FEAT_NORM = True
 # Also L2-normalise each of the six parts before concatenating them (not in the release: docs/RELEASE_DIFFERENCES.md).
 _C.TEST.PART_NORM = False
+# Test-time flip: the retrieval feature of an image is the mean of the features of the image and of its
+# horizontal mirror, taken before the BNNeck and before any normalisation (FEAT_NORM / PART_NORM apply to
+# the mean; NECK_FEAT 'after' applies the eval-mode BNNeck, an affine map, to it). Part of the model's eval output, so evaluation, test_net.py, tools/extract_features.py and
+# the feature extractor all get it; it doubles the cost of extraction.
+_C.TEST.FLIP = False
 # Distance: 'euclidean' | 'cosine'.
 _C.TEST.METRIC = "euclidean"
 # k-reciprocal re-ranking and its parameters.

@@ -25,7 +25,7 @@ def build_model(cfg: CfgNode, num_classes: int, num_cams: int) -> FusionReID:
         mlp_ratio=cfg.MODEL.FUSION.MLP_RATIO, pooling=cfg.MODEL.FUSION.POOLING, gem_p=cfg.MODEL.GEM_P,
         test_feat=cfg.TEST.FEAT, neck_feat=cfg.TEST.NECK_FEAT, feat_norm=cfg.TEST.FEAT_NORM,
         part_norm=cfg.TEST.PART_NORM, t2t_attn_scale=cfg.MODEL.TRANSFORMER.T2T_ATTN_SCALE,
-        t2t_pos_embed=cfg.MODEL.TRANSFORMER.T2T_POS_EMBED)
+        t2t_pos_embed=cfg.MODEL.TRANSFORMER.T2T_POS_EMBED, flip=cfg.TEST.FLIP)
     if tuple(cfg.INPUT.SIZE_TEST) != tuple(cfg.INPUT.SIZE_TRAIN) and cfg.MODEL.TRANSFORMER.NAME:
         raise ConfigError(f"INPUT.SIZE_TEST {list(cfg.INPUT.SIZE_TEST)} differs from INPUT.SIZE_TRAIN "
                           f"{list(cfg.INPUT.SIZE_TRAIN)}: the Transformer's position embedding is built for one size")
@@ -43,6 +43,7 @@ def build_model(cfg: CfgNode, num_classes: int, num_cams: int) -> FusionReID:
                                key, branch.name)
     elif choice == "self":
         model.load_param(cfg.MODEL.PRETRAIN_PATH)
-    logger.info("FusionReID: features %s, retrieval feature %s (%d-d)",
-                ", ".join(f"{n} ({d})" for n, d in model.feature_dims.items()), cfg.TEST.FEAT, model.test_dim)
+    logger.info("FusionReID: features %s, retrieval feature %s (%d-d)%s",
+                ", ".join(f"{n} ({d})" for n, d in model.feature_dims.items()), cfg.TEST.FEAT, model.test_dim,
+                ", mean of the image and its mirror (TEST.FLIP)" if cfg.TEST.FLIP else "")
     return model

@@ -25,7 +25,8 @@ class FusionReID(nn.Module):
     """Two backbones on the same image, LRUs, L stacked HTMs, one BNNeck head per supervised feature.
 
     train mode: ``model(images, cam_ids)`` -> ``{name: FeatureOutput(logits, feature before BN)}``;
-    eval mode: ``model(images, cam_ids)`` -> the retrieval feature picked by ``test_feat`` / ``neck_feat``.
+    eval mode: ``model(images, cam_ids)`` -> the retrieval feature picked by ``test_feat`` / ``neck_feat``;
+    with ``flip`` (``TEST.FLIP``) of the image and its horizontal mirror (:meth:`flip_average`).
     """
 
     def __init__(self, num_classes: int, num_cams: int, cnn_name: str = "resnet50", last_stride: int = 1,
@@ -36,7 +37,7 @@ class FusionReID(nn.Module):
                  htm_order: str = "seu_mfu", share_seu: bool = True, share_mfu: bool = False, num_heads: int = 12,
                  mlp_ratio: float = 4.0, pooling: str = "gem", gem_p: float = 3.0, test_feat: str = "all",
                  neck_feat: str = "before", feat_norm: bool = True, part_norm: bool = False,
-                 t2t_attn_scale: str = "head_dim", t2t_pos_embed: str = "checkpoint"):
+                 t2t_attn_scale: str = "head_dim", t2t_pos_embed: str = "checkpoint", flip: bool = False):
         super().__init__()
         if htm_layers and not (cnn_name and transformer_name):
             raise ConfigError("MODEL.FUSION.HTM_LAYERS > 0 fuses two branches: set both MODEL.CNN.NAME and "
@@ -85,6 +86,7 @@ class FusionReID(nn.Module):
                               f"{', '.join(['all', *self.feature_dims])}")
         self.test_feat, self.neck_feat = test_feat, neck_feat
         self.feat_norm, self.part_norm = feat_norm, part_norm
+        self.flip = flip
         self.num_classes = num_classes
 
     # ------------------------------------------------------------------------------------- forward
@@ -140,7 +142,17 @@ class FusionReID(nn.Module):
         feats = self.extract(images, cam_ids)
         if self.training:
             return OrderedDict((name, FeatureOutput(self.heads[name](f).logits, f)) for name, f in feats.items())
+        if self.flip:
+            feats = self.flip_average(feats, self.extract(images.flip(-1), cam_ids))
         return self.retrieval_feature(feats)
+
+    @staticmethod
+    def flip_average(feats: Mapping[str, torch.Tensor], mirrored: Mapping[str, torch.Tensor]
+                     ) -> "OrderedDict[str, torch.Tensor]":
+        """Test-time flip (``TEST.FLIP``): the mean of the features of the images (``feats``) and of their
+        horizontal mirrors (``mirrored``, same cameras), feature by feature, before the BNNeck and before any
+        normalisation (as ``0.5 a + 0.5 b``: no fp16 overflow of the sum under AMP)."""
+        return OrderedDict((name, f * 0.5 + mirrored[name] * 0.5) for name, f in feats.items())
 
     def retrieval_feature(self, feats: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The eval-mode feature: one of the six, or f_a = their concatenation (Sec. III-C).

@@ -14,9 +14,10 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections import OrderedDict
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -34,6 +35,7 @@ from utils.distributed import (broadcast_buffers, get_rank, get_world_size, is_d
 from utils.errors import FusionReIDError
 from utils.misc import autocast, epoch_seed, get_rng_state, make_grad_scaler, resolve_amp, set_rng_state, set_seed
 from utils.output_files import BEST_CHECKPOINT, RESULTS_FILE
+from utils.provenance import collect_provenance, wall_times
 
 from .inference import METRIC_KEYS, format_metrics, run_evaluation
 
@@ -143,6 +145,12 @@ class Trainer:
         self.start_epoch = 1
         self.latest = None  # metrics of the newest evaluation (with 'epoch')
         self.best = None    # metrics of the best evaluation by mAP (with 'epoch')
+        # provenance (utils/provenance.py), written into results.json and every checkpoint; the command
+        # line is sys.argv unless set_command gives the one train_net.main was called with
+        self.run_info = collect_provenance(device, self.amp, get_world_size(), command=list(sys.argv))
+        self.train_seconds = 0.0        # wall time of the training epochs so far (over resumes)
+        self.eval_seconds_last = None   # wall time of the last evaluation
+        self.eval_seconds_total = 0.0   # wall time of all evaluations so far (over resumes)
         self.writer = None
         if is_main_process() and self.output_dir:
             from torch.utils.tensorboard import SummaryWriter
@@ -150,8 +158,21 @@ class Trainer:
         logger.info("AMP: %s%s; gradient clipping: %s; %d process(es)", self.amp.name,
                     " with GradScaler" if self.amp.use_scaler else "",
                     cfg.SOLVER.GRAD_CLIP or "off", get_world_size())
+        logger.info("code: git commit %s%s", self.run_info["git_commit"] or "unknown (not a git checkout)",
+                    " with uncommitted changes" if self.run_info["git_dirty"] else "")
 
     # -------------------------------------------------------------------- state
+    def set_command(self, command: Sequence[str]) -> None:
+        """The command line recorded in the provenance (``utils.provenance.command_line``)."""
+        self.run_info["command"] = [str(a) for a in command]
+
+    def provenance(self) -> Dict[str, Any]:
+        """Command line, code version, library versions, device, AMP, world size and wall times (seconds)
+        of this run, as written under ``"provenance"`` into results.json and the checkpoints."""
+        return dict(self.run_info, command=list(self.run_info["command"]),
+                    versions=dict(self.run_info["versions"]),
+                    wall_time_s=wall_times(self.train_seconds, self.eval_seconds_last, self.eval_seconds_total))
+
     def state_dict(self, epoch: int) -> Dict[str, Any]:
         """Everything needed to continue after ``epoch`` (loadable with ``weights_only=True``)."""
         return {
@@ -164,6 +185,7 @@ class Trainer:
             "config": self.cfg.dump(),
             "best": self.best,
             "latest": self.latest,
+            "provenance": self.provenance(),
         }
 
     def resume_last(self, output_dir: Optional[str] = None) -> Optional[str]:
@@ -198,6 +220,10 @@ class Trainer:
         if "rng" in ckpt:
             set_rng_state(ckpt["rng"])
         self.best, self.latest = ckpt.get("best"), ckpt.get("latest")
+        times = (ckpt.get("provenance") or {}).get("wall_time_s") or {}  # checkpoints before provenance: none
+        self.train_seconds = float(times.get("train") or 0.0)
+        self.eval_seconds_last = times.get("eval_last")
+        self.eval_seconds_total = float(times.get("eval_total") or 0.0)
         self.start_epoch = int(ckpt["epoch"]) + 1
         logger.info("resumed from %s (epoch %d); continuing at epoch %d", path, ckpt["epoch"], self.start_epoch)
 
@@ -221,7 +247,9 @@ class Trainer:
             summary["untrained"] = self.evaluate(0, record=False)
         start = time.perf_counter()
         for epoch in range(self.start_epoch, self.max_epochs + 1):
+            epoch_start = time.perf_counter()
             summary["epochs"].append(dict(self.train_one_epoch(epoch), epoch=epoch))
+            self.train_seconds += time.perf_counter() - epoch_start
             last = epoch == self.max_epochs
             if last or epoch % cfg.SOLVER.EVAL_PERIOD == 0:
                 self.evaluate(epoch)
@@ -319,8 +347,11 @@ class Trainer:
 
         ``record=False`` (the untrained model at epoch 0) only logs and writes TensorBoard.
         """
+        eval_start = time.perf_counter()
         broadcast_buffers(self.model)  # every rank evaluates with rank 0's BatchNorm statistics
         metrics, _ = run_evaluation(self.cfg, self.model, self.val_loader, self.num_query, self.device, self.amp)
+        self.eval_seconds_last = time.perf_counter() - eval_start
+        self.eval_seconds_total += self.eval_seconds_last
         metrics = dict(metrics, epoch=int(epoch))
         label = "untrained model" if epoch == 0 else f"epoch {epoch}"
         logger.info("validation, %s: %s", label, format_metrics(metrics))
@@ -337,8 +368,10 @@ class Trainer:
         if is_main_process() and self.output_dir:
             if improved:
                 atomic_torch_save({"model": self.model.state_dict(), "epoch": int(epoch), "config": self.cfg.dump(),
-                                   "metrics": metrics}, os.path.join(self.output_dir, BEST_CHECKPOINT))
-            write_results(self.output_dir, {"latest": self.latest, "best": self.best})
+                                   "metrics": metrics, "provenance": self.provenance()},
+                                  os.path.join(self.output_dir, BEST_CHECKPOINT))
+            write_results(self.output_dir, {"latest": self.latest, "best": self.best,
+                                            "provenance": self.provenance()})
         return metrics
 
     def save(self, epoch: int) -> None:

@@ -123,3 +123,28 @@ def test_cli_extracts_and_ranks(trained, tmp_path, capsys):
     assert ranked["ranking"].shape == (4, 3) and (ranked["ranking"][:, 0] == np.arange(4)).all()  # itself first
     assert os.path.getsize(tmp_path / "r_ranked.png") > 1000
     assert "ranked lists" in capsys.readouterr().out
+
+
+def test_flip_is_honoured(trained, extract, tmp_path):
+    """TEST.FLIP: the extractor (and tools/extract_features.py) give normalise(mean(f(x), f(mirror(x))))."""
+    import torch.nn.functional as F
+
+    from tests.helpers import tiny_cfg
+    from tools import extract_features
+
+    _, model, weight, paths, root = trained
+    flip_cfg = tiny_cfg("TEST.FLIP", "True")
+    flipped = FeatureExtractor(flip_cfg, weight, device="cpu")
+    assert flipped.model.flip and not extract.model.flip
+    cams = torch.tensor([0, 1, 2, 1])
+    ours = flipped(paths, cam_ids=cams.tolist())
+    batch = flipped.preprocess(paths)
+    with torch.no_grad():
+        plain, mirrored = model.extract(batch, cams), model.extract(batch.flip(-1), cams)
+    expected = F.normalize(torch.cat([(plain[n] + mirrored[n]) / 2 for n in model.feature_dims], dim=1), dim=1)
+    assert torch.allclose(ours, expected, atol=1e-5), (ours - expected).abs().max()
+    assert (ours - extract(paths, cam_ids=cams.tolist())).abs().max() > 1e-3  # not the unflipped feature
+    extract_features.main(["--images", os.path.join(root, "images"), "--out", str(tmp_path / "f.npz"),
+                           "TEST.WEIGHT", weight, *TINY, "TEST.FLIP", "True"])
+    unknown_cams = flipped(sorted(paths))  # the tool has no camera ids: the mean camera
+    assert np.allclose(np.load(tmp_path / "f.npz")["features"], unknown_cams.numpy(), atol=1e-5)

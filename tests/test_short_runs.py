@@ -91,6 +91,7 @@ def test_quickstart_one_epoch_run(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["latest"]["epoch"] == 1 and results["best"]["epoch"] == 1  # EVAL_PERIOD 7 > 1 epoch
+    assert results["provenance"]["command"] == ["train_net.py", "--config_file", QUICKSTART] + opts  # sys.argv
     assert (out / "last_checkpoint").read_text().strip() == "checkpoint_epoch1.pth"  # CHECKPOINT_PERIOD 7
     state = torch.load(out / "checkpoint_epoch1.pth", map_location="cpu", weights_only=True)
     assert state["epoch"] == 1

@@ -6,7 +6,10 @@ few more epochs of the tiny config (configs/Synthetic/tiny.yml).
 """
 import json
 import os
+import platform
+import re
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -60,8 +63,8 @@ def test_training_learns_and_writes_outputs(trained):
     assert summary["latest"]["mAP"] > summary["untrained"]["mAP"] + 0.05, (summary["untrained"], summary["latest"])
 
     results = json.loads((out / "results.json").read_text())
-    assert set(results) == {"latest", "best"}
-    for entry in results.values():
+    assert set(results) == {"latest", "best", "provenance"}
+    for entry in (results["latest"], results["best"]):
         assert set(entry) == {"mAP", "rank1", "rank5", "rank10", "mINP", "epoch"}
         assert all(0.0 <= entry[k] <= 1.0 for k in ("mAP", "rank1", "rank5", "rank10", "mINP"))
     assert results["latest"]["epoch"] == EPOCHS
@@ -81,6 +84,54 @@ def test_training_learns_and_writes_outputs(trained):
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(out))
 
 
+PROVENANCE_FIELDS = {"command", "git_commit", "git_dirty", "versions", "device", "device_name", "amp", "world_size",
+                     "started", "wall_time_s"}
+
+
+def check_provenance(record, command, trains=True):
+    """The fields and types of a provenance record (utils/provenance.py) of a CPU run of ``command``."""
+    import timm
+    import torchvision
+
+    assert set(record) == PROVENANCE_FIELDS
+    assert record["command"] == command
+    assert record["versions"] == {"python": platform.python_version(), "torch": torch.__version__,
+                                  "torchvision": torchvision.__version__, "timm": timm.__version__}
+    assert record["device"] == "cpu" and record["amp"] == "off" and record["world_size"] == 1
+    assert record["device_name"] is None or isinstance(record["device_name"], str)
+    commit, dirty = record["git_commit"], record["git_dirty"]
+    if commit is None:
+        assert dirty is None
+    else:
+        assert re.fullmatch(r"[0-9a-f]{40}", commit) and isinstance(dirty, bool)
+        # a commit of this repository (not compared with HEAD: others may commit while the tests run)
+        subprocess.run(["git", "cat-file", "-e", commit + "^{commit}"], cwd=REPO, check=True)
+    times = record["wall_time_s"]
+    assert set(times) == {"train", "eval_last", "eval_total"}
+    assert isinstance(times["eval_last"], float) and 0 < times["eval_last"] <= times["eval_total"]
+    if trains:
+        assert isinstance(times["train"], float) and times["train"] > 0
+    else:
+        assert times["train"] is None
+
+
+def test_results_and_checkpoints_record_provenance(trained, data_root):
+    out, _ = trained
+    command = [train_net.__file__] + tiny_args(data_root, out)  # train_net.main(argv): its file + argv
+    results = json.loads((out / "results.json").read_text())
+    check_provenance(results["provenance"], command)
+    last, middle, best = (load(out / name)["provenance"] for name in  # all load with weights_only=True
+                          (f"checkpoint_epoch{EPOCHS}.pth", f"checkpoint_epoch{RESUME_AFTER}.pth", "model_best.pth"))
+    for record in (last, middle, best):
+        check_provenance(record, command)
+    # results.json is written by the last evaluation, the last checkpoint right after it: same times
+    assert last["wall_time_s"] == results["provenance"]["wall_time_s"]
+    assert middle["wall_time_s"]["train"] < last["wall_time_s"]["train"]
+    # five evaluations (the untrained model, epochs 2, 4, 6, 8): the total is more than the last one
+    assert last["wall_time_s"]["eval_total"] > last["wall_time_s"]["eval_last"]
+    assert middle["started"] == last["started"] == results["provenance"]["started"]
+
+
 def test_resume_gives_identical_weights(trained, data_root, tmp_path):
     out, _ = trained
     resumed = tmp_path / "resumed"
@@ -98,6 +149,12 @@ def test_resume_gives_identical_weights(trained, data_root, tmp_path):
     assert json.loads((resumed / "results.json").read_text())["latest"] == \
         json.loads((out / "results.json").read_text())["latest"]
     assert "resumed from" in (resumed / "train.log").read_text()
+    # the provenance of the resumed run: its own command line, training time carried over from the checkpoint
+    record = again["provenance"]
+    check_provenance(record, [train_net.__file__] + tiny_args(data_root, resumed) + ["--resume"])
+    before = load(resumed / f"checkpoint_epoch{RESUME_AFTER}.pth")["provenance"]["wall_time_s"]
+    assert record["wall_time_s"]["train"] > before["train"] and record["wall_time_s"]["eval_total"] > \
+        before["eval_total"]
 
 
 def test_test_net_reproduces_final_evaluation(trained, data_root, tmp_path):
@@ -109,9 +166,10 @@ def test_test_net_reproduces_final_evaluation(trained, data_root, tmp_path):
     for i, path in enumerate((weight, bare)):
         test_out = tmp_path / f"test{i}"
         feats = tmp_path / f"feats{i}.npz"
-        metrics = test_net.main(tiny_args(data_root, test_out, "TEST.WEIGHT", str(path))
-                                + ["--save-features", str(feats)])
+        args = tiny_args(data_root, test_out, "TEST.WEIGHT", str(path)) + ["--save-features", str(feats)]
+        metrics = test_net.main(args)
         written = json.loads((test_out / "test_results.json").read_text())
+        check_provenance(written["provenance"], [test_net.__file__] + args, trains=False)
         for key in ("mAP", "rank1", "rank5", "rank10", "mINP"):
             assert written[key] == pytest.approx(final[key], abs=1e-9), key
             assert metrics[key] == written[key]

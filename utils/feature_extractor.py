@@ -16,7 +16,7 @@ read (``MODEL.PRETRAIN_CHOICE`` is ignored).
 
 Preprocessing is the test transform ``datasets.build_transforms(cfg, is_train=False)`` (resize to
 INPUT.SIZE_TEST, to tensor, normalise with INPUT.PIXEL_MEAN/STD), applied once per image. The feature is
-the model's eval-mode output: TEST.FEAT / TEST.NECK_FEAT / TEST.FEAT_NORM, as in evaluation.
+the model's eval-mode output: TEST.FEAT / TEST.NECK_FEAT / TEST.FEAT_NORM / TEST.FLIP, as in evaluation.
 
 Unknown cameras: the Transformer adds a learned camera embedding (SIE) to its tokens. For images without a
 camera id (``cam_ids=None``, or -1/None entries) the extractor adds the *mean* of the learned camera
