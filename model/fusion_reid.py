@@ -157,13 +157,13 @@ class FusionReID(nn.Module):
     def retrieval_feature(self, feats: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The eval-mode feature: one of the six, or f_a = their concatenation (Sec. III-C).
 
-        As released (docs/PAPER.md, "BNNeck and retrieval"): the parts are concatenated as they are and the result is L2-normalised as a
-        whole (``feat_norm``). ``part_norm`` (not in the release) first normalises each part, so that
+        As released (docs/PAPER.md, "BNNeck and retrieval"): the parts are concatenated as they are and
+        the result is L2-normalised as a whole (``feat_norm``). ``part_norm`` (not in the release) first normalises each part, so that
         no part dominates by scale. Normalisation runs in float32 or wider (an fp16 sum of squares
         of 5888 values overflows).
         """
         names = list(self.feature_dims) if self.test_feat == "all" else [self.test_feat]
-        parts = [self.heads[n](feats[n])[1] if self.neck_feat == "after" else feats[n] for n in names]
+        parts = [self.heads[n](feats[n]).bn_feature if self.neck_feat == "after" else feats[n] for n in names]
         if self.part_norm:
             parts = [F.normalize(at_least_float32(p), dim=1) for p in parts]
         out = torch.cat(parts, dim=1)

@@ -366,12 +366,12 @@ class Trainer:
         if improved:
             self.best = metrics
         if is_main_process() and self.output_dir:
+            provenance = self.provenance()
             if improved:
                 atomic_torch_save({"model": self.model.state_dict(), "epoch": int(epoch), "config": self.cfg.dump(),
-                                   "metrics": metrics, "provenance": self.provenance()},
+                                   "metrics": metrics, "provenance": provenance},
                                   os.path.join(self.output_dir, BEST_CHECKPOINT))
-            write_results(self.output_dir, {"latest": self.latest, "best": self.best,
-                                            "provenance": self.provenance()})
+            write_results(self.output_dir, {"latest": self.latest, "best": self.best, "provenance": provenance})
         return metrics
 
     def save(self, epoch: int) -> None:
