@@ -28,6 +28,15 @@ _C.MODEL.TRIPLET_LOSS_WEIGHT = 1.0
 _C.MODEL.LABEL_SMOOTH = 0.1
 # Convert BatchNorm layers to SyncBatchNorm under DDP.
 _C.MODEL.SYNC_BN = False
+# Activation checkpointing: recompute the transformer blocks, the ResNet stages and the HTM layers in the
+# backward pass instead of keeping their activations (less memory, more time; same gradients and BatchNorm
+# statistics as without it).
+_C.MODEL.GRAD_CHECKPOINT = False
+# Run the CNN branch in channels-last memory format.
+_C.MODEL.CHANNELS_LAST = False
+# torch.compile the model for training and evaluation; where it cannot compile, a warning says why and the
+# model runs uncompiled.
+_C.MODEL.COMPILE = False
 
 # CNN branch of the Dual-branch Feature Extraction
 _C.MODEL.CNN = CN()
@@ -108,6 +117,11 @@ _C.INPUT.PIXEL_STD = [0.5, 0.5, 0.5]
 _C.DATASETS = CN()
 # A dataset registered in datasets/ (e.g. 'market1501', 'dukemtmcreid', 'msmt17', 'synthetic').
 _C.DATASETS.NAMES = "synthetic"
+# Datasets evaluated every SOLVER.EVAL_PERIOD and by test_net.py, each separately; [] = the training datasets.
+_C.DATASETS.TEST_NAMES = []
+# Folder with train.csv, query.csv and gallery.csv (header path,pid,camid; paths relative to the folder):
+# the dataset named 'csv'.
+_C.DATASETS.CSV_DIR = ""
 # Folder holding the dataset folders (Market-1501-v15.09.15, DukeMTMC-reID, MSMT17_V1/_V2, ...).
 _C.DATASETS.ROOT_DIR = "./data"
 # The generated dataset (written in Market-1501 format under ROOT_DIR on first use).
