@@ -43,6 +43,10 @@ def build_model(cfg: CfgNode, num_classes: int, num_cams: int) -> FusionReID:
                                key, branch.name)
     elif choice == "self":
         model.load_param(cfg.MODEL.PRETRAIN_PATH)
+    if cfg.MODEL.GRAD_CHECKPOINT:
+        model.set_grad_checkpointing(True)
+    if cfg.MODEL.CHANNELS_LAST:
+        model.set_channels_last(True)
     logger.info("FusionReID: features %s, retrieval feature %s (%d-d)%s",
                 ", ".join(f"{n} ({d})" for n, d in model.feature_dims.items()), cfg.TEST.FEAT, model.test_dim,
                 ", mean of the image and its mirror (TEST.FLIP)" if cfg.TEST.FLIP else "")

@@ -11,6 +11,7 @@ from utils.errors import ConfigError
 
 from .backbones import Backbone, BackboneOutput, build_cnn, build_transformer
 from .backbones.weights import load_checked, read_state_dict, strip_prefix
+from .checkpointing import checkpoint, checkpointing_active
 from .fusion import HeterogenousTransmissionModule, LocalRefinementUnit, freeze_gradient_free, init_fusion_weights
 from .heads import BNNeckHead, FeatureOutput
 from .pooling import at_least_float32, build_pooling
@@ -88,6 +89,23 @@ class FusionReID(nn.Module):
         self.feat_norm, self.part_norm = feat_norm, part_norm
         self.flip = flip
         self.num_classes = num_classes
+        self.grad_checkpointing = False
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing (``MODEL.GRAD_CHECKPOINT``) of the backbones' blocks (each backbone's
+        own ``set_grad_checkpointing``) and of each HTM layer: activations are recomputed in the backward
+        instead of stored. Gradients and BatchNorm statistics are those of the plain step
+        (``model.checkpointing``)."""
+        self.grad_checkpointing = enable
+        for backbone in self.backbones().values():
+            backbone.set_grad_checkpointing(enable)
+
+    def set_channels_last(self, enable: bool = True) -> None:
+        """Run the CNN branch in channels-last memory format (``MODEL.CHANNELS_LAST``; faster convolutions
+        on GPUs with tensor cores); the Transformer branch works on tokens and is left as it is."""
+        if self.cnn is not None:
+            self.cnn.set_channels_last(enable)
 
     # ------------------------------------------------------------------------------------- forward
     def backbones(self) -> "OrderedDict[str, Backbone]":
@@ -129,7 +147,11 @@ class FusionReID(nn.Module):
             local[branch] = refined.flatten(2).transpose(1, 2)            # B, HW, D
         if len(self.htm):
             g_cnn, g_trans = feats["lru_cnn"], feats["lru_transformer"]
+            ckpt = attention is None and checkpointing_active(self)
             for k, layer in enumerate(self.htm):
+                if ckpt:
+                    g_cnn, g_trans = checkpoint(layer, g_cnn, local["cnn"], g_trans, local["transformer"])
+                    continue
                 maps = {} if attention is not None else None
                 g_cnn, g_trans = layer(g_cnn, local["cnn"], g_trans, local["transformer"], maps)
                 if maps is not None:

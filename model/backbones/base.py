@@ -10,6 +10,8 @@ Every registered backbone (``model.backbones.registry``) is a :class:`Backbone`:
   ``cam_ids``; see ``model.backbones.camera``);
 * ``load_pretrained(path, key)``: ImageNet weights from a local file, errors naming ``key``;
 * ``no_weight_decay()``: its parameter names that take no weight decay (timm convention);
+* ``set_grad_checkpointing(enable)``: recompute its blocks' activations in the backward instead of
+  storing them (timm's convention; ``MODEL.GRAD_CHECKPOINT``, see ``model.checkpointing``);
 * ``forward(images, cam_ids=None)`` -> :class:`BackboneOutput` ``(cls_token, feature_map)``: the local
   features as a ``[B, C, H, W]`` map (X_c; X_t with the patch tokens laid out on their grid) and, for a
   backbone with a class token, that token ``[B, C]`` (f̂_t). A backbone without one (the CNN) gives
@@ -60,3 +62,8 @@ class Backbone(nn.Module):
     def no_weight_decay(self) -> Set[str]:
         """Names (relative to this module) of parameters that take no weight decay."""
         return set()
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Turn activation checkpointing of the blocks on or off."""
+        raise NotImplementedError

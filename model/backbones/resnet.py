@@ -13,6 +13,7 @@ import torchvision
 
 from utils.errors import ConfigError
 
+from ..checkpointing import checkpoint, checkpointing_active
 from .base import Backbone, BackboneOutput
 from .registry import register_backbone
 from .weights import load_checked, read_state_dict, strip_prefix
@@ -53,6 +54,8 @@ class ResNetBackbone(Backbone):
         self.out_dim = net.fc.in_features
         self.name = name
         self.img_size = tuple(img_size)
+        self.grad_checkpointing = False
+        self.channels_last = False
 
     @property
     def grid_size(self) -> Tuple[int, int]:
@@ -65,14 +68,37 @@ class ResNetBackbone(Backbone):
     def _main_path(self) -> Iterator[nn.Module]:
         yield self.conv1
         yield self.maxpool
+        for block in self.residual_blocks():
+            yield from (block.conv1, block.conv2) + ((block.conv3,) if hasattr(block, "conv3") else ())
+
+    def residual_blocks(self) -> Iterator[nn.Module]:
+        """The residual blocks of the four stages, in order."""
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            for block in stage:
-                yield from (block.conv1, block.conv2) + ((block.conv3,) if hasattr(block, "conv3") else ())
+            yield from stage
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each residual block's activations in the backward (``MODEL.GRAD_CHECKPOINT``);
+        BatchNorm running statistics are still updated once per step (``model.checkpointing``)."""
+        self.grad_checkpointing = enable
+
+    def set_channels_last(self, enable: bool = True) -> None:
+        """Keep the convolution weights and run the images in channels-last memory format
+        (``MODEL.CHANNELS_LAST``); the values and the state dict are unchanged."""
+        self.channels_last = enable
+        self.to(memory_format=torch.channels_last if enable else torch.contiguous_format)
 
     def forward(self, x: torch.Tensor, cam_ids: Optional[torch.Tensor] = None) -> BackboneOutput:
         """``BackboneOutput(None, X_c [B, out_dim, H, W])``: no class token; ``cam_ids`` is not used."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return BackboneOutput(None, self.layer4(self.layer3(self.layer2(self.layer1(x)))))
+        if checkpointing_active(self):
+            for block in self.residual_blocks():
+                x = checkpoint(block, x)
+        else:
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return BackboneOutput(None, x)
 
     def load_pretrained(self, path: str, key: str = "MODEL.CNN.PRETRAIN_PATH") -> None:
         """Load a torchvision-format ImageNet state dict; ``fc.*`` is dropped, anything else must match."""

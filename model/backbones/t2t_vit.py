@@ -22,8 +22,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 from timm.layers import Mlp, resample_abs_pos_embed, trunc_normal_
+from timm.models import checkpoint_seq
 from timm.models.vision_transformer import Block
 
+from ..checkpointing import checkpointing_active
 from .base import Backbone, BackboneOutput, split_tokens
 from .camera import CameraEmbedding
 from .registry import register_backbone
@@ -160,6 +162,7 @@ class T2TViT(CameraEmbedding, Backbone):
         self.init_camera_embedding(num_cams, embed_dim, sie_coe)  # after the class token: the same random draws
         self.apply(self._init_weights)
         self.name = name
+        self.grad_checkpointing = False
 
     @staticmethod
     def _init_weights(m):
@@ -176,6 +179,11 @@ class T2TViT(CameraEmbedding, Backbone):
         return self.tokens_to_token.grid_size
 
     @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the blocks' activations in the backward (``MODEL.GRAD_CHECKPOINT``), as timm's ViT."""
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
     def no_weight_decay(self) -> Set[str]:
         return {"cls_token", "sie_embed"}
 
@@ -185,8 +193,9 @@ class T2TViT(CameraEmbedding, Backbone):
                              f"got {x.shape[-2]}x{x.shape[-1]}")
         x = self.tokens_to_token(x)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
-        x = self.add_camera_embedding(x, cam_ids)
-        return split_tokens(self.norm(self.blocks(self.pos_drop(x))), self.grid_size)
+        x = self.pos_drop(self.add_camera_embedding(x, cam_ids))
+        x = checkpoint_seq(self.blocks, x) if checkpointing_active(self) else self.blocks(x)
+        return split_tokens(self.norm(x), self.grid_size)
 
     def load_pretrained(self, path: str, key: str = "MODEL.TRANSFORMER.PRETRAIN_PATH") -> None:
         """The official T2T-ViT checkpoint (``state_dict``, ``state_dict_ema`` or bare, in the order the released

@@ -17,8 +17,10 @@ from typing import Callable, Dict, Optional, Sequence, Set, Tuple
 
 import torch
 import torch.nn as nn
+from timm.models import checkpoint_seq
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
+from ..checkpointing import checkpointing_active
 from .base import Backbone, BackboneOutput, split_tokens
 from .camera import CameraEmbedding
 from .registry import register_backbone
@@ -86,7 +88,8 @@ class ReIDVisionTransformer(VisionTransformer, CameraEmbedding, Backbone):
         x = x + self.pos_embed
         x = self.add_camera_embedding(x, cam_ids)
         x = self.pos_drop(x)
-        x = self.blocks(x)
+        # timm's switch (``set_grad_checkpointing``) and helper, as in ``VisionTransformer.forward_features``
+        x = checkpoint_seq(self.blocks, x) if checkpointing_active(self) else self.blocks(x)
         return split_tokens(self.norm(x), self.grid_size)  # f^_t [B, C]; X_t [B, C, H, W]
 
     # ----------------------------------------------------------------------------------- weights
