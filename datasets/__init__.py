@@ -5,7 +5,7 @@ loaders of docs/INTERFACES.md; ``build_transforms(cfg, is_train)``. A new datase
 ``@register_dataset(name)`` class, imported below; the config's allowed ``DATASETS.NAMES`` are read
 from the registry (``dataset_names()``).
 """
-from . import dukemtmcreid, market1501, msmt17, synthetic  # noqa: F401  (register the datasets)
+from . import csv_dataset, dukemtmcreid, market1501, msmt17, synthetic  # noqa: F401  (register the datasets)
 from .base import ImageRecord, ReIDDataset
 from .errors import DatasetError
 from .image_io import read_image
