@@ -18,6 +18,17 @@ MARKET_FILE_NAME = re.compile(r"^(-?\d+)_c(\d+)")
 JUNK_PID = -1
 
 
+def parse_market_name(file_name: str) -> Optional[Tuple[int, int]]:
+    """``(pid, camid)`` of a file named ``<pid>_c<camera>...`` (camid 0-based), None for any other name.
+
+    Only the base name is read, so a path may be given. Junk (-1) is returned as it is.
+    """
+    match = MARKET_FILE_NAME.match(os.path.basename(file_name))
+    if match is None or int(match.group(2)) < 1:
+        return None
+    return int(match.group(1)), int(match.group(2)) - 1
+
+
 def parse_market_folder(folder: str) -> List[ImageRecord]:
     """The ``ImageRecord``s of the images in ``folder`` named ``<pid>_c<camera>...``; junk (-1) dropped.
 
@@ -25,14 +36,14 @@ def parse_market_folder(folder: str) -> List[ImageRecord]:
     """
     records, skipped = [], []
     for name in list_images(folder):
-        match = MARKET_FILE_NAME.match(name)
-        if match is None or int(match.group(2)) < 1:
+        parsed = parse_market_name(name)
+        if parsed is None:
             skipped.append(name)
             continue
-        pid, camera = int(match.group(1)), int(match.group(2))
+        pid, camid = parsed
         if pid == JUNK_PID:
             continue
-        records.append(ImageRecord(os.path.join(folder, name), pid, camera - 1))
+        records.append(ImageRecord(os.path.join(folder, name), pid, camid))
     if skipped:
         logger.warning("%s: skipped %d image(s) not named <pid>_c<camera>..., e.g. %s",
                        folder, len(skipped), skipped[0])
