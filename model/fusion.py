@@ -6,7 +6,8 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import Mlp, trunc_normal_
+import torch.nn.functional as F
+from timm.layers import Mlp, trunc_normal_, use_fused_attn
 from timm.models.vision_transformer import Block
 
 HTM_ORDERS = ("seu_mfu", "seu", "mfu_seu", "mfu")
@@ -55,7 +56,11 @@ class LocalRefinementUnit(nn.Module):
 
 
 class SharedEncodingUnit(nn.Module):
-    """Pre-norm self-attention block (Eqs. 3-4) over [global; local] tokens, then a final LayerNorm."""
+    """Pre-norm self-attention block (Eqs. 3-4) over [global; local] tokens, then a final LayerNorm.
+
+    The attention is timm's, fused (``scaled_dot_product_attention``) unless timm's switch is off
+    (``TIMM_FUSED_ATTN=0``); the weights for visualisation are computed aside from the same q/k.
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
         super().__init__()
@@ -90,12 +95,17 @@ class MutualFusionUnit(nn.Module):
 
     As released (docs/PAPER.md, "MFU"): LN on the query token, a second LN on the keys only (values are the un-normalised
     tokens), bias-free q/k/v projections, projection with bias, residual; LN, MLP (GELU), residual.
+
+    Eqs. 6-7 run fused (``scaled_dot_product_attention``, as timm's attention: ``fused_attn`` follows
+    ``timm.layers.use_fused_attn``), and explicitly, softmax(q k^T / sqrt(d)) v, when the weights are asked
+    for (``return_attention``) or ``fused_attn`` is off.
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
         super().__init__()
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.scale = self.head_dim ** -0.5
+        self.fused_attn = use_fused_attn()
         self.norm_q = nn.LayerNorm(dim)
         self.norm_k = nn.LayerNorm(dim)
         self.q = nn.Linear(dim, dim, bias=False)
@@ -107,8 +117,8 @@ class MutualFusionUnit(nn.Module):
         # The key LayerNorm's bias shifts every key by the same vector: the softmax over keys cancels it.
         freeze_gradient_free(self.norm_k.bias)
 
-
-    def _heads(self, x):
+    def _heads(self, x: Tensor) -> Tensor:
+        """[B, N, D] -> [B, heads, N, head_dim]."""
         B, N, _ = x.shape
         return x.reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
 
@@ -118,8 +128,12 @@ class MutualFusionUnit(nn.Module):
         q = self._heads(self.q(self.norm_q(query)[:, None]))            # B, h, 1, d
         k = self._heads(self.k(self.norm_k(context)))                   # B, h, N, d
         v = self._heads(self.v(context))                                # B, h, N, d
-        weights = (q * self.scale @ k.transpose(-2, -1)).softmax(dim=-1)  # Eqs. 6-7, B, h, 1, N
-        fused = query + self.proj((weights @ v).flatten(1))             # heads concatenated: M^
+        if return_attention or not self.fused_attn:
+            weights = (q * self.scale @ k.transpose(-2, -1)).softmax(dim=-1)  # Eqs. 6-7, B, h, 1, N
+            attended = weights @ v                                      # B, h, 1, d
+        else:
+            attended = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # Eqs. 6-7 fused
+        fused = query + self.proj(attended.flatten(1))                  # heads concatenated: M^
         out = fused + self.ffn(self.norm_ffn(fused))                    # Eqs. 8-9
         return (out, weights[:, :, 0]) if return_attention else out
 
