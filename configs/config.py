@@ -9,7 +9,7 @@ old and the new name with different values in one file (or both on the command l
 """
 import logging
 import os
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -57,6 +57,7 @@ CHOICES = {
     "MODEL.FUSION.HTM_ORDER": HTM_ORDERS,
     "MODEL.FUSION.POOLING": ("gem", "avg"),
     "DATASETS.NAMES": _registered_datasets,
+    "DATASETS.TEST_NAMES": _registered_datasets,
     "DATALOADER.SAMPLER": ("identity", "random"),
     "SOLVER.OPTIMIZER_NAME": ("SGD", "AdamW"),
     "SOLVER.AMP": ("auto", "fp16", "bf16", "off"),
@@ -65,6 +66,15 @@ CHOICES = {
     "TEST.METRIC": ("euclidean", "cosine"),
 }
 
+
+# Keys naming datasets: one name or a list of names (YAML list, or "['a','b']" on the command line), each
+# checked against CHOICES. yacs would refuse a list where the default is a string (and the reverse), so
+# their values are checked and set here (_take_dataset_lists), never by yacs's merge. A key whose default
+# is a string keeps a single name as a string (existing readers of e.g. DATASETS.NAMES see no change);
+# read them as lists with train_dataset_names / evaluated_dataset_names.
+DATASET_LIST_KEYS = ("DATASETS.NAMES", "DATASETS.TEST_NAMES")
+# Keys that must name at least one dataset (TEST_NAMES may be empty: the training datasets).
+_NONEMPTY_LIST_KEYS = ("DATASETS.NAMES",)
 
 _MISSING = object()
 
@@ -177,7 +187,64 @@ def _deep_update(dst, src):
             dst[k] = v
 
 
+def names_of(value: Union[str, Sequence[str]]) -> List[str]:
+    """The value of a key of :data:`DATASET_LIST_KEYS` (a name or a list of names) as a list of names."""
+    return [value] if isinstance(value, str) else list(value)
+
+
+def train_dataset_names(cfg: CN) -> List[str]:
+    """``DATASETS.NAMES`` as a list: the datasets trained on (their union), in order."""
+    return names_of(cfg.DATASETS.NAMES)
+
+
+def evaluated_dataset_names(cfg: CN) -> List[str]:
+    """``DATASETS.TEST_NAMES`` as a list, or the training datasets when it is empty.
+
+    Each is evaluated separately; the first one's metrics are the top level of results.json and choose
+    the best checkpoint (``model_best.pth``)."""
+    return names_of(cfg.DATASETS.TEST_NAMES) or train_dataset_names(cfg)
+
+
+def _dataset_list_value(key: str, value: Any, source: str) -> Union[str, List[str]]:
+    """``value`` of the dataset-list ``key`` as stored in the config: a list of names, or a single name as a
+    string where the key's default is a string. A ``ConfigError`` naming the key for any other type, an
+    empty list where a dataset is needed, or a name given twice."""
+    listed = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    if not (isinstance(value, str) or listed):
+        raise ConfigError(f"{source}: {key} must be a dataset name or a list of names, got {value!r}")
+    names = names_of(value)
+    if not names and key in _NONEMPTY_LIST_KEYS:
+        raise ConfigError(f"{source}: {key} is empty; name at least one dataset")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"{source}: {key} = {names!r} names {', '.join(map(repr, repeated))} more than once")
+    single = isinstance(_get_dotted(get_cfg_defaults(), key), str) and len(names) == 1
+    return names[0] if single else names
+
+
+def _take_dataset_lists(cfg: CN, mapping: Dict[str, Any], source: str) -> None:
+    """Set the keys of :data:`DATASET_LIST_KEYS` found in ``mapping`` (nested) on ``cfg`` and remove them
+    from ``mapping``, so that yacs's merge, which wants the default's type, never sees them."""
+    for key in DATASET_LIST_KEYS:
+        value = _pop_dotted(mapping, key)
+        if value is not _MISSING:
+            _set_dotted(cfg, key, _dataset_list_value(key, value, source))
+
+
+def _take_dataset_list_opts(cfg: CN, opts: Sequence[Any], source: str) -> List[Any]:
+    """:func:`_take_dataset_lists` for KEY VALUE overrides (a value decoded as yacs does: "['a','b']" is a
+    list, ``a`` a string); returns the other overrides."""
+    rest: List[Any] = []
+    for key, value in zip(opts[0::2], opts[1::2]):
+        if key in DATASET_LIST_KEYS:
+            _set_dotted(cfg, key, _dataset_list_value(key, CN._decode_cfg_value(value), source))
+        else:
+            rest += [key, value]
+    return rest
+
+
 def _merge(cfg, mapping, source):
+    _take_dataset_lists(cfg, mapping, source)
     try:
         cfg.merge_from_other_cfg(CN(mapping))
     except KeyError as e:
@@ -196,11 +263,12 @@ def allowed_values(key: str) -> Tuple[Any, ...]:
 def _check_choices(cfg, source):
     for key in CHOICES:
         allowed = allowed_values(key)
-        node = cfg
-        for part in key.split("."):
-            node = node[part]
-        if node not in allowed:
-            raise ConfigError(f"{source}: {key} = {node!r} is not one of {', '.join(repr(a) for a in allowed)}")
+        value = _get_dotted(cfg, key)
+        listed = key in DATASET_LIST_KEYS and not isinstance(value, str)
+        bad = [v for v in value if v not in allowed] if listed else [] if value in allowed else [value]
+        if bad:
+            given = f"{list(value)!r}: {bad[0]!r}" if listed else repr(value)
+            raise ConfigError(f"{source}: {key} = {given} is not one of {', '.join(repr(a) for a in allowed)}")
 
 
 def _check_values(cfg, source):
@@ -245,7 +313,7 @@ def load_cfg(config_file: str = "", opts: Optional[Sequence[str]] = None, freeze
         opts = list(opts)
         if len(opts) % 2:
             raise ConfigError(f"command-line overrides must be KEY VALUE pairs, got an odd list: {opts}")
-        opts = rename_override_keys(opts)
+        opts = _take_dataset_list_opts(cfg, rename_override_keys(opts), "command line")
         try:
             cfg.merge_from_list(opts)
         except (KeyError, AssertionError) as e:

@@ -3,7 +3,8 @@ identities, checking the splits and logging their statistics.
 
 A dataset module subclasses ``ReIDDataset``, sets ``folder_names``, ``expected_tree`` and ``published``,
 implements ``layout_problem(path)`` and ``load_splits(path)``, and registers itself with
-``@register_dataset(name)``.
+``@register_dataset(name)``. :class:`TrainingUnion` joins the training splits of several datasets
+(``DATASETS.NAMES`` a list) with identities and cameras that never collide.
 """
 import logging
 import os
@@ -132,3 +133,50 @@ class ReIDDataset:
                 if stats[split][key] != value:
                     logger.warning("%s: the %s split has %d %s, the published count is %d",
                                    self.name, split, stats[split][key], key, value)
+
+
+class Offsets(NamedTuple):
+    """What a dataset's ids are shifted by in a :class:`TrainingUnion`."""
+
+    pid: int    # added to its relabelled training pids
+    camid: int  # added to its camids: the first row of its cameras in the camera embedding
+
+
+class TrainingUnion:
+    """The training splits of several datasets as one, in the order given.
+
+    Dataset i's relabelled pids are shifted by the training identities of the datasets before it and its
+    camids by their ``num_cams``, so no two datasets share an identity or a camera: ``num_train_pids``
+    (the ID classifiers' size) and ``num_cams`` (the camera embedding's size) are the sums over the
+    datasets. ``offsets[name]`` says where each dataset's ids start; one dataset alone keeps its ids.
+    """
+
+    def __init__(self, datasets: Sequence[ReIDDataset]):
+        if not datasets:
+            raise DatasetError("no training dataset (DATASETS.NAMES is empty)")
+        self.datasets = list(datasets)
+        self.train: List[ImageRecord] = []
+        self.offsets: Dict[str, Offsets] = {}
+        pid_offset = cam_offset = 0
+        for dataset in self.datasets:
+            self.offsets[dataset.name] = Offsets(pid_offset, cam_offset)
+            self.train += [r._replace(pid=r.pid + pid_offset, camid=r.camid + cam_offset) for r in dataset.train]
+            pid_offset += dataset.num_train_pids
+            cam_offset += dataset.num_cams
+        self.num_train_pids = pid_offset
+        self.num_cams = cam_offset
+        if len(self.datasets) > 1:
+            self.log_statistics()
+
+    def log_statistics(self) -> None:
+        """One line per dataset (training ids, images, cameras and their offsets) and one for the union."""
+        lines = ["training on the union of " + ", ".join(d.name for d in self.datasets),
+                 f"  {'dataset':<14} | {'ids':>6} | {'images':>7} | {'cameras':>7} | {'pid offset':>10} | "
+                 f"{'camid offset':>12}",
+                 "  " + "-" * 72]
+        for dataset in self.datasets:
+            offsets = self.offsets[dataset.name]
+            lines.append(f"  {dataset.name:<14} | {dataset.num_train_pids:>6} | {len(dataset.train):>7} | "
+                         f"{dataset.num_cams:>7} | {offsets.pid:>10} | {offsets.camid:>12}")
+        lines.append(f"  {'union':<14} | {self.num_train_pids:>6} | {len(self.train):>7} | {self.num_cams:>7} |")
+        logger.info("\n".join(lines))

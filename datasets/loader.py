@@ -8,9 +8,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from yacs.config import CfgNode
 
+from configs.config import evaluated_dataset_names, train_dataset_names
 from utils.misc import DATA_STREAM, epoch_seed
 
-from .base import ImageRecord
+from .base import ImageRecord, ReIDDataset, TrainingUnion, split_statistics
 from .errors import DatasetError
 from .image_io import DEFAULT_DECODER, read_image
 from .registry import build_dataset
@@ -23,14 +24,29 @@ logger = logging.getLogger(__name__)
 Item = Tuple[Union[torch.Tensor, Image.Image], int, int, int]
 
 
-class DataLoaders(NamedTuple):
-    """What :func:`make_dataloader` returns (a ``NamedTuple``: unpacking it in this order still works)."""
+class TestSet(NamedTuple):
+    """One evaluated dataset of :class:`DataLoaders` (``DATASETS.TEST_NAMES``)."""
 
-    train_loader: "SeededDataLoader"  # P x K training batches (images, pids, camids, indices)
-    val_loader: "SeededDataLoader"    # query + gallery, in dataset order (queries first)
-    num_query: int                    # the first num_query items of the val set are the queries
-    num_classes: int                  # training identities (the ID classifiers' size)
-    num_cams: int                     # camera ids of any split (the camera embedding's size)
+    name: str                         # the registered dataset name
+    loader: "SeededDataLoader"        # query + gallery, in dataset order (queries first); the dataset's own
+                                      # pids and camids (what the metrics compare)
+    num_query: int                    # the first num_query items are the queries
+    camera_offset: Optional[int]      # the model's camera id is camid + camera_offset (the dataset's offset in
+                                      # the training union); None: not trained on, every image gets the mean
+                                      # camera embedding (processor.inference.model_camera_ids)
+    __test__ = False                  # not a pytest test class, wherever it is imported
+
+
+class DataLoaders(NamedTuple):
+    """What :func:`make_dataloader` returns (a ``NamedTuple``; its first five fields keep their order)."""
+
+    train_loader: "SeededDataLoader"  # P x K training batches (images, pids, camids, indices), over the union
+                                      # of DATASETS.NAMES (pids and camids offset per dataset)
+    val_loader: "SeededDataLoader"    # the first test set's loader (test_sets[0].loader)
+    num_query: int                    # the first test set's queries (test_sets[0].num_query)
+    num_classes: int                  # training identities, summed over the datasets (the ID classifiers' size)
+    num_cams: int                     # camera ids, summed over the training datasets (the camera embedding's size)
+    test_sets: Tuple[TestSet, ...]    # every test set, in DATASETS.TEST_NAMES order (default: DATASETS.NAMES)
 
 
 class ImageDataset(Dataset):
@@ -145,33 +161,50 @@ def build_train_sampler(cfg: CfgNode, train_records: List[ImageRecord], rank: Op
 
 
 def make_dataloader(cfg: CfgNode, rank: Optional[int] = None, world_size: Optional[int] = None) -> DataLoaders:
-    """``DataLoaders(train_loader, val_loader, num_query, num_classes, num_cams)`` for the configured dataset.
+    """``DataLoaders(train_loader, val_loader, num_query, num_classes, num_cams, test_sets)`` of the config.
 
-    Train batches: ``(images, pids, camids, indices)`` of ``SOLVER.IMS_PER_BATCH / world_size`` images
-    per rank; the sampler has ``set_epoch``. Val batches: the same over query + gallery (first
-    ``num_query`` items are queries), each rank a contiguous in-order shard. ``num_cams`` is the number
-    of camera ids of any split (the size of a camera embedding). ``rank``/``world_size`` default to
-    torch.distributed's (0/1 without it).
+    Training is on the union of ``DATASETS.NAMES`` (:class:`datasets.base.TrainingUnion`: pids and camids
+    offset per dataset, ``num_classes`` and ``num_cams`` summed). Train batches: ``(images, pids, camids,
+    indices)`` of ``SOLVER.IMS_PER_BATCH / world_size`` images per rank; the sampler has ``set_epoch``.
+    One :class:`TestSet` per name of ``DATASETS.TEST_NAMES`` (default: the training datasets): batches the
+    same over its query + gallery (first ``num_query`` items are queries), each rank a contiguous in-order
+    shard. A dataset in both lists is read once. ``rank``/``world_size`` default to torch.distributed's
+    (0/1 without it).
     """
     rank, world_size = distributed_rank_and_size(rank, world_size)
-    dataset = build_dataset(cfg.DATASETS.NAMES, cfg.DATASETS.ROOT_DIR, cfg)
+    train_names = train_dataset_names(cfg)
+    datasets: Dict[str, ReIDDataset] = {}
+    for name in train_names + [n for n in evaluated_dataset_names(cfg) if n not in train_names]:
+        datasets[name] = build_dataset(name, cfg.DATASETS.ROOT_DIR, cfg)
+    union = TrainingUnion([datasets[name] for name in train_names])
     if cfg.SOLVER.IMS_PER_BATCH % world_size:
         raise DatasetError(f"SOLVER.IMS_PER_BATCH = {cfg.SOLVER.IMS_PER_BATCH} (the global batch) must be "
                            f"divisible by the {world_size} processes")
     per_rank_batch = cfg.SOLVER.IMS_PER_BATCH // world_size
     pin = torch.cuda.is_available()
     skip = cfg.DATALOADER.SKIP_CORRUPT
-    train_set = ImageDataset(dataset.train, build_transforms(cfg, is_train=True), skip_corrupt=skip)
+    train_set = ImageDataset(union.train, build_transforms(cfg, is_train=True), skip_corrupt=skip)
     if len(train_set) < cfg.SOLVER.IMS_PER_BATCH:
         raise DatasetError(f"the training split has {len(train_set)} images, fewer than one batch "
                            f"(SOLVER.IMS_PER_BATCH = {cfg.SOLVER.IMS_PER_BATCH})")
     train_loader = SeededDataLoader(
         train_set, seed=cfg.SOLVER.SEED, rank=rank, batch_size=per_rank_batch,
-        sampler=build_train_sampler(cfg, dataset.train, rank, world_size), drop_last=True,
+        sampler=build_train_sampler(cfg, union.train, rank, world_size), drop_last=True,
         num_workers=cfg.DATALOADER.NUM_WORKERS, pin_memory=pin)
-    val_set = ImageDataset(dataset.query + dataset.gallery, build_transforms(cfg, is_train=False), skip_corrupt=skip)
-    val_loader = SeededDataLoader(val_set, seed=cfg.SOLVER.SEED, rank=rank, batch_size=cfg.TEST.IMS_PER_BATCH,
-                                  sampler=ContiguousShardSampler(len(val_set), rank, world_size),
-                                  num_workers=cfg.DATALOADER.NUM_WORKERS, pin_memory=pin)
-    return DataLoaders(train_loader=train_loader, val_loader=val_loader, num_query=len(dataset.query),
-                       num_classes=dataset.num_train_pids, num_cams=dataset.num_cams)
+    test_sets = []
+    for name in evaluated_dataset_names(cfg):
+        dataset = datasets[name]
+        val_set = ImageDataset(dataset.query + dataset.gallery, build_transforms(cfg, is_train=False),
+                               skip_corrupt=skip)
+        val_loader = SeededDataLoader(val_set, seed=cfg.SOLVER.SEED, rank=rank, batch_size=cfg.TEST.IMS_PER_BATCH,
+                                      sampler=ContiguousShardSampler(len(val_set), rank, world_size),
+                                      num_workers=cfg.DATALOADER.NUM_WORKERS, pin_memory=pin)
+        offsets = union.offsets.get(name)
+        if offsets is None:
+            logger.info("test set %s is not among the training datasets (DATASETS.NAMES): the model does not know "
+                        "its %d cameras, its images get the mean of the trained camera embeddings", name,
+                        split_statistics(dataset.query + dataset.gallery)["cameras"])
+        test_sets.append(TestSet(name, val_loader, len(dataset.query), None if offsets is None else offsets.camid))
+    first = test_sets[0]
+    return DataLoaders(train_loader=train_loader, val_loader=first.loader, num_query=first.num_query,
+                       num_classes=union.num_train_pids, num_cams=union.num_cams, test_sets=tuple(test_sets))

@@ -25,7 +25,7 @@ def _same_batches(a, b):
 
 
 def test_batches_and_counts(tmp_path):
-    train, val, num_query, num_classes, num_cams = make_dataloader(loader_cfg(tmp_path))
+    train, val, num_query, num_classes, num_cams, _ = make_dataloader(loader_cfg(tmp_path))
     assert (num_query, num_classes, num_cams) == (6, 3, 3)
     records = train.dataset.records
     batches = list(train)

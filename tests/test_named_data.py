@@ -76,5 +76,5 @@ def test_make_dataloader_returns_named_loaders(tmp_path):
     assert (data.num_query, data.num_classes, data.num_cams) == (6, 3, 3)
     assert len(data.val_loader.dataset) == data.num_query + 2 * 3 * 1 + 1  # gallery: ids x cameras x 1 + distractor
     assert len(data.train_loader.dataset) == 3 * 3 * 2
-    train, val, num_query, num_classes, num_cams = data  # the old 5-tuple order still unpacks
+    train, val, num_query, num_classes, num_cams = data[:5]  # the first five fields keep their order
     assert (train, val, num_query) == (data.train_loader, data.val_loader, data.num_query)
