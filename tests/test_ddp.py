@@ -2,20 +2,13 @@
 sharded evaluation gives exactly the metrics of a single-process evaluation of the same weights."""
 import json
 import os
-import socket
 
 import torch
 import torch.multiprocessing as mp
+from helpers import TINY_CONFIG as TINY
+from helpers import free_port
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(REPO, "configs", "Synthetic", "tiny.yml")
 WORLD = 2
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def opts(data_root, output_dir):

@@ -4,11 +4,21 @@ gathering tensors of different lengths.
 ``torchrun --nproc_per_node=N train_net.py ...`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init_distributed` reads them (no extra flag). A plain
 ``python train_net.py`` runs as a single process with every helper below degrading to a no-op.
+
+Global and local ranks. With ``torchrun --nnodes N --nproc_per_node M`` the *global* rank (``RANK``,
+:func:`get_rank`) runs over 0..N*M-1 and the *local* rank (``LOCAL_RANK``, :func:`get_local_rank`) over
+0..M-1 on every node. The local rank only selects this process's GPU (``resolve_device``); everything
+that must happen once per job (sampler shards, seeds, checkpoints, results.json, TensorBoard, the log
+file) uses the global rank, so ``OUTPUT_DIR`` is written by global rank 0 alone even when the nodes
+share a filesystem. Data preparation is per node (``main_process_first(local=True)``): each node's local
+rank 0 prepares its own copy, since nodes need not share a filesystem (where they do, the synthetic
+dataset's generator writes atomically, so concurrent preparation is safe).
 """
 import contextlib
 import datetime
 import logging
 import os
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -38,8 +48,24 @@ def env_world_size():
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def env_local_rank():
+def env_local_rank() -> int:
+    """``LOCAL_RANK`` as set by the launcher: this process's index on its node (0 when not set)."""
     return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def get_local_rank() -> int:
+    """This process's rank on its node: ``LOCAL_RANK`` when the launcher set it, else the global rank.
+
+    Without ``LOCAL_RANK`` (a process group set up by hand) all processes are taken to be on one node.
+    """
+    if "LOCAL_RANK" in os.environ:
+        return env_local_rank()
+    return get_rank()
+
+
+def is_local_main_process() -> bool:
+    """True on local rank 0 of every node (on every process that runs alone)."""
+    return get_local_rank() == 0
 
 
 def init_distributed(device):
@@ -70,14 +96,22 @@ def cleanup_distributed():
 
 
 @contextlib.contextmanager
-def main_process_first():
-    """Run the block on rank 0 first, then on the other ranks (e.g. generating a dataset once)."""
-    if is_dist() and not is_main_process():
+def main_process_first(local: bool = False) -> Iterator[None]:
+    """Run the block on the main process first, then on the other ranks (e.g. preparing data once).
+
+    Args:
+        local: False: global rank 0 runs the block first (something written once for the whole job).
+            True: local rank 0 of *every node* runs it first, concurrently across nodes (something each
+            node needs its own copy of, such as a dataset, as nodes need not share a filesystem); the
+            other ranks wait for all of them. Every rank must enter the block (one barrier each).
+    """
+    first = is_local_main_process() if local else is_main_process()
+    if is_dist() and not first:
         dist.barrier()
     try:
         yield
     finally:
-        if is_dist() and is_main_process():
+        if is_dist() and first:
             dist.barrier()
 
 
