@@ -4,9 +4,12 @@
     python test_net.py --config_file FILE TEST.WEIGHT output/run/model_best.pth [--save-features F] [KEY VALUE ...]
 
 ``TEST.WEIGHT`` is a checkpoint written by train_net.py (any of checkpoint_epoch{N}.pth,
-model_best.pth) or a bare state dict. Logs mAP, Rank-1/5/10 and mINP, appends to OUTPUT_DIR/test.log
-and writes OUTPUT_DIR/test_results.json (with the evaluation's provenance, see utils/provenance.py);
-``--save-features`` also writes the query/gallery features, ids and cameras (.npz). ``TEST.FEAT`` /
+model_best.pth) or a bare state dict. Every dataset of ``DATASETS.TEST_NAMES`` (default: the training
+datasets ``DATASETS.NAMES``, which also size the model) is evaluated separately. Logs mAP, Rank-1/5/10
+and mINP, appends to OUTPUT_DIR/test.log and writes OUTPUT_DIR/test_results.json: the first test set's
+metrics at the top level, ``per_dataset`` {name: metrics} of all, and the evaluation's provenance (see
+utils/provenance.py). ``--save-features FILE`` also writes the query/gallery features, ids and cameras
+(.npz; with several test sets one file per set, FILE's name + ``_<dataset>``). ``TEST.FEAT`` /
 ``TEST.NECK_FEAT`` choose the evaluated feature, ``TEST.FLIP`` adds the mirrored images.
 """
 import logging
@@ -19,7 +22,8 @@ utils.prefer_passive_omp()  # before torch is imported
 
 import numpy as np  # noqa: E402
 
-from processor import format_metrics, run_evaluation, write_results  # noqa: E402
+from processor import format_metrics, write_results  # noqa: E402
+from processor.inference import evaluate_test_sets, results_entry  # noqa: E402
 from processor.cli import RunContext  # noqa: E402
 from utils.cli import ConfigArgumentParser  # noqa: E402
 from utils.distributed import get_world_size, is_main_process, main_process_first  # noqa: E402
@@ -34,8 +38,17 @@ logger = logging.getLogger(__name__)
 def parse_args(argv=None):
     parser = ConfigArgumentParser("Evaluate a trained FusionReID model (TEST.WEIGHT).")
     parser.add_argument("--save-features", dest="save_features", default="", metavar="FILE",
-                        help="also save query/gallery features, pids and camids to FILE (.npz)")
+                        help="also save query/gallery features, pids and camids to FILE (.npz); with several "
+                             "test sets (DATASETS.TEST_NAMES) to FILE's name + _<dataset> each")
     return parser.parse_args(argv)
+
+
+def features_path(path, name, several):
+    """``path``, or with ``several`` test sets ``path`` with ``_<name>`` before its extension."""
+    if not several:
+        return path
+    stem, ext = os.path.splitext(path)
+    return f"{stem}_{name}{ext or '.npz'}"
 
 
 def save_features(path, feats, pids, camids, num_query):
@@ -59,7 +72,7 @@ def main(argv=None):
 
         cfg, device = ctx.cfg, ctx.device
         check_path(cfg.TEST.WEIGHT, "TEST.WEIGHT")  # fail before the data are prepared
-        with main_process_first():
+        with main_process_first(local=True):  # data prepared once per node
             data = make_dataloader(cfg)
         model = build_model(cfg, data.num_classes, data.num_cams)
         model.load_param(cfg.TEST.WEIGHT, key="TEST.WEIGHT")  # ID classifiers of another shape are skipped
@@ -68,9 +81,19 @@ def main(argv=None):
                     cfg.TEST.WEIGHT)
         amp = resolve_amp(cfg.SOLVER.AMP, device)
         start = time.perf_counter()
-        metrics, (feats, pids, camids) = run_evaluation(cfg, model, data.val_loader, data.num_query, device, amp)
+        several = len(data.test_sets) > 1
+        per_dataset = {}
+        for test_set, metrics, (feats, pids, camids) in evaluate_test_sets(cfg, model, data.test_sets, device, amp):
+            per_dataset[test_set.name] = metrics
+            if several:
+                logger.info("test, %s: %s", test_set.name, format_metrics(metrics))
+            if args.save_features and is_main_process():
+                save_features(features_path(args.save_features, test_set.name, several), feats, pids, camids,
+                              test_set.num_query)
         seconds = time.perf_counter() - start
-        logger.info("test: %s (%.1fs)", format_metrics(metrics), seconds)
+        metrics = results_entry(per_dataset)
+        logger.info("test%s: %s (%.1fs)", f" (first test set, {next(iter(per_dataset))})" if several else "",
+                    format_metrics(metrics), seconds)
         if is_main_process():
             provenance = dict(collect_provenance(device, amp, get_world_size(), command_line(argv, __file__)),
                               wall_time_s=wall_times(None, seconds, seconds))
@@ -78,8 +101,6 @@ def main(argv=None):
                            provenance=provenance)
             write_results(cfg.OUTPUT_DIR, results, name=TEST_RESULTS_FILE)
             logger.info("results written to %s", os.path.join(cfg.OUTPUT_DIR, TEST_RESULTS_FILE))
-            if args.save_features:
-                save_features(args.save_features, feats, pids, camids, data.num_query)
         return metrics
 
 
