@@ -149,13 +149,13 @@ class FusionReID(nn.Module):
             g_cnn, g_trans = feats["lru_cnn"], feats["lru_transformer"]
             ckpt = attention is None and checkpointing_active(self)
             for k, layer in enumerate(self.htm):
-                if ckpt:
+                if ckpt:  # the layer runs again in the backward
                     g_cnn, g_trans = checkpoint(layer, g_cnn, local["cnn"], g_trans, local["transformer"])
-                    continue
-                maps = {} if attention is not None else None
-                g_cnn, g_trans = layer(g_cnn, local["cnn"], g_trans, local["transformer"], maps)
-                if maps is not None:
-                    attention.update({f"htm{k + 1}/{name}": a for name, a in maps.items()})
+                else:
+                    maps = {} if attention is not None else None
+                    g_cnn, g_trans = layer(g_cnn, local["cnn"], g_trans, local["transformer"], maps)
+                    if maps is not None:
+                        attention.update({f"htm{k + 1}/{name}": a for name, a in maps.items()})
             feats["htm_cnn"], feats["htm_transformer"] = g_cnn, g_trans  # f'_(c,L), f'_(t,L)
         return feats
 

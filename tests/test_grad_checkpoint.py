@@ -13,9 +13,11 @@ import torch.utils.checkpoint
 
 from loss import build_loss
 from model import build_model
+from model.backbones import Backbone
 from model.checkpointing import checkpoint
 from solver import build_optimizer
 from tests.helpers import tiny_cfg
+from utils.errors import ConfigError
 
 NUM_CLASSES, NUM_CAMS = 4, 3
 TOL = 1e-6
@@ -175,3 +177,12 @@ def test_channels_last_changes_only_the_memory_layout():
 def test_switches_keep_the_state_dict_keys():
     cfg, plain, both = _pair([], GRAD_CHECKPOINT=True, CHANNELS_LAST=True)
     assert list(plain.state_dict()) == list(both.state_dict())
+
+
+def test_a_backbone_without_the_switches_names_the_key():
+    bare = Backbone()
+    bare.set_grad_checkpointing(False), bare.set_channels_last(False)  # off is always possible
+    with pytest.raises(ConfigError, match="MODEL.GRAD_CHECKPOINT"):
+        bare.set_grad_checkpointing(True)
+    with pytest.raises(ConfigError, match="MODEL.CHANNELS_LAST"):
+        bare.set_channels_last(True)

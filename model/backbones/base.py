@@ -11,7 +11,8 @@ Every registered backbone (``model.backbones.registry``) is a :class:`Backbone`:
 * ``load_pretrained(path, key)``: ImageNet weights from a local file, errors naming ``key``;
 * ``no_weight_decay()``: its parameter names that take no weight decay (timm convention);
 * ``set_grad_checkpointing(enable)``: recompute its blocks' activations in the backward instead of
-  storing them (timm's convention; ``MODEL.GRAD_CHECKPOINT``, see ``model.checkpointing``);
+  storing them (timm's convention; ``MODEL.GRAD_CHECKPOINT``, see ``model.checkpointing``); a CNN
+  also ``set_channels_last(enable)`` (``MODEL.CHANNELS_LAST``). Without them, turning them on is an error;
 * ``forward(images, cam_ids=None)`` -> :class:`BackboneOutput` ``(cls_token, feature_map)``: the local
   features as a ``[B, C, H, W]`` map (X_c; X_t with the patch tokens laid out on their grid) and, for a
   backbone with a class token, that token ``[B, C]`` (f̂_t). A backbone without one (the CNN) gives
@@ -21,6 +22,8 @@ from typing import NamedTuple, Optional, Set, Tuple
 
 import torch
 import torch.nn as nn
+
+from utils.errors import ConfigError
 
 
 class BackboneOutput(NamedTuple):
@@ -65,5 +68,13 @@ class Backbone(nn.Module):
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Turn activation checkpointing of the blocks on or off."""
-        raise NotImplementedError
+        """Turn activation checkpointing of the blocks on or off (a backbone without it: off only)."""
+        if enable:
+            raise ConfigError(f"MODEL.GRAD_CHECKPOINT: the {self.name or type(self).__name__} backbone has no "
+                              f"activation checkpointing (Backbone.set_grad_checkpointing)")
+
+    def set_channels_last(self, enable: bool = True) -> None:
+        """Run in channels-last memory format, or back (a CNN backbone's option; others: off only)."""
+        if enable:
+            raise ConfigError(f"MODEL.CHANNELS_LAST: the {self.name or type(self).__name__} backbone has no "
+                              f"channels-last mode (Backbone.set_channels_last)")
