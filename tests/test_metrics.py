@@ -128,6 +128,19 @@ def test_eval_rank_ties_use_gallery_order():
     np.testing.assert_array_equal(out["cmc"], [0, 1, 1, 1])
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_eval_rank_float32_signs_and_zeros(seed):
+    """float32 rows are ordered through their bit patterns: negative values, -0.0 beside 0.0 (equal, so
+    ordered by gallery index) and ties must rank as a plain stable sort ranks them."""
+    rng = np.random.default_rng(seed)
+    dist, *ids = random_problem(rng, nq=20, ng=60)
+    dist = (rng.integers(-3, 4, dist.shape) * 0.5).astype(np.float32)  # negatives, many ties
+    dist[rng.random(dist.shape) < 0.2] = -0.0
+    ref = brute_force_rank(dist, *ids)
+    assert_same(eval_rank(dist, *ids, chunk_size=7), ref)
+    assert_same(eval_rank(torch.from_numpy(dist), *ids), ref)
+
+
 def test_eval_rank_no_valid_query_raises():
     dist = np.random.rand(2, 3)
     with pytest.raises(ValueError, match="no query"):

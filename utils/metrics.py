@@ -55,28 +55,45 @@ class _Gallery:
         return gidx, match
 
 
+def _candidate_order(rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """The permutation that orders candidates listed by (row, gallery index) by (row, value, gallery index).
+
+    float32 values (``evaluate``'s distances): one stable sort of the int64 key ``row << 32 | bits``, where
+    ``bits`` is the value's IEEE pattern mapped to an unsigned 32-bit integer of the same order (negative
+    values have their magnitude bits flipped; ``+ 0.0`` first makes -0.0 equal to 0.0, as it compares).
+    Other dtypes: a stable sort by value, then a stable sort by row.
+    """
+    if values.dtype == torch.float32:
+        bits = (values + 0.0).view(torch.int32).long()
+        bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits) + 2 ** 31
+        return torch.sort((rows << 32) | bits, stable=True).indices
+    perm = torch.sort(values, stable=True).indices
+    return perm[torch.sort(rows[perm], stable=True).indices]
+
+
 def _chunk_metrics(dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor, gallery: _Gallery):
     """Per-query results of one chunk of distance rows [n, G].
 
     Only the items ranked no later than the query's farthest match can change CMC, AP or INP, so
     only those candidates (found with one comparison per distance) are ordered, by
-    (distance, gallery index): ``nonzero`` lists them by (row, index), a stable sort by distance
-    then a stable sort by row give (row, distance, index). Cost: O(n G) comparisons plus
+    (distance, gallery index): ``nonzero`` lists them by (row, index) and one stable sort
+    (:func:`_candidate_order`) gives (row, distance, index). Cost: O(n G) comparisons plus
     O(S log S) for the S candidates (S << n G for any useful feature; n G at worst).
 
     Returns ``valid`` [n] (has a match), ``first`` [n] (1-based rank of the first match among
     kept items), ``ap`` [n] and ``inp`` [n] (float64; meaningless where not valid).
     """
-    n, device = dist.shape[0], dist.device
+    n, num_gallery, device = dist.shape[0], dist.shape[1], dist.device
     gidx, match = gallery.matches(q_pids, q_camids)
     num_match = match.sum(dim=1)
     far = torch.where(match, dist.gather(1, gidx), float("-inf")).amax(dim=1)
-    rows, cols = (dist <= far.unsqueeze(1)).nonzero(as_tuple=True)
+    flat = (dist <= far.unsqueeze(1)).view(-1).nonzero().squeeze(1)  # candidates, in (row, index) order
+    rows = torch.div(flat, num_gallery, rounding_mode="floor")
+    cols = flat - rows * num_gallery
     same_id = gallery.pids[cols] == q_pids[rows]
     keep = ~(same_id & (gallery.camids[cols] == q_camids[rows]))  # junk: same id and same camera
-    rows, cols, hit = rows[keep], cols[keep], same_id[keep]
-    perm = torch.sort(dist[rows, cols], stable=True).indices
-    perm = perm[torch.sort(rows[perm], stable=True).indices]
+    flat, rows, hit = flat[keep], rows[keep], same_id[keep]
+    perm = _candidate_order(rows, dist.reshape(-1)[flat])
     rows, hit = rows[perm], hit[perm]
     # 1-based rank among kept items, and number of matches so far, within each row
     per_row = torch.bincount(rows, minlength=n)
