@@ -181,7 +181,9 @@ def make_dataloader(cfg: CfgNode, rank: Optional[int] = None, world_size: Option
         raise DatasetError(f"SOLVER.IMS_PER_BATCH = {cfg.SOLVER.IMS_PER_BATCH} (the global batch) must be "
                            f"divisible by the {world_size} processes")
     per_rank_batch = cfg.SOLVER.IMS_PER_BATCH // world_size
-    pin = torch.cuda.is_available()
+    # page-locked batches where the model runs on CUDA (non_blocking copies then overlap the step). Workers are
+    # not persistent: SeededDataLoader re-seeds them at every pass, which is what makes a resumed run exact.
+    pin = cfg.MODEL.DEVICE != "cpu" and torch.cuda.is_available()
     skip = cfg.DATALOADER.SKIP_CORRUPT
     train_set = ImageDataset(union.train, build_transforms(cfg, is_train=True), skip_corrupt=skip)
     if len(train_set) < cfg.SOLVER.IMS_PER_BATCH:
