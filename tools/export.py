@@ -18,7 +18,8 @@ The exported model is the eval-mode model of ``utils/feature_extractor.py`` (``F
 Weights: TEST.WEIGHT, a checkpoint written by train_net.py or a bare state dict (read as FeatureExtractor
 reads it: MODEL.PRETRAIN_CHOICE is ignored, the numbers of identities and cameras come from the file).
 Without TEST.WEIGHT the model is exported as ``build_model`` builds it (MODEL.PRETRAIN_CHOICE applies)
-with ``--num-cams`` cameras, and a warning says it is untrained. The export runs on the CPU.
+with ``--num-cams`` cameras (random weights seeded by SOLVER.SEED), and a warning says it is untrained. The
+export runs on the CPU.
 
 Verification: PyTorch and the exported file (run by onnxruntime, or loaded back with ``torch.jit.load``)
 describe the same deterministic random images (``--seed``) at two batch sizes, the trace batch
@@ -101,12 +102,14 @@ def build_exported(cfg, num_cams: int) -> ExportedReID:
     """The model to export: FeatureExtractor's (TEST.WEIGHT, mean camera appended), or an untrained one."""
     from model import build_model
     from utils.feature_extractor import add_mean_camera, load_trained_model
+    from utils.misc import set_seed
 
     if cfg.TEST.WEIGHT:
         model = load_trained_model(cfg, device="cpu")
     else:
         logger.warning("TEST.WEIGHT is empty: exporting the model as built (MODEL.PRETRAIN_CHOICE %r), not a "
                        "trained one, with %d camera(s) (--num-cams)", cfg.MODEL.PRETRAIN_CHOICE, num_cams)
+        set_seed(cfg.SOLVER.SEED)  # the same random weights at every run
         model = build_model(cfg, 1, num_cams).eval()  # the ID classifiers are not part of the eval feature
     return ExportedReID(model, add_mean_camera(model))
 
