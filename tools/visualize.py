@@ -47,7 +47,8 @@ def parse_args(argv=None):
     src.add_argument("--images", action="append", metavar="PATH",
                      help="an image file or a folder of images (repeat for more)")
     src.add_argument("--dataset-queries", type=int, metavar="N",
-                     help="N queries of the configured dataset (DATASETS.NAMES), evenly spaced over its query list")
+                     help="N queries of the first evaluated dataset (DATASETS.TEST_NAMES, default DATASETS.NAMES), "
+                          "evenly spaced over its query list")
     parser.add_argument("--cams", type=int_list, help="camera id per --images image, comma-separated (-1 = unknown; "
                         "default: all unknown, the mean camera embedding)")
     parser.add_argument("--out", required=True, help="output folder of the PNGs")
@@ -73,23 +74,38 @@ def expand_images(items):
 
 
 def dataset_inputs(cfg, num_queries):
-    """(query records, gallery records) of the configured dataset: ``num_queries`` queries evenly spaced
-    over the query list (so that they show different identities), and the whole gallery."""
+    """(query records, gallery records, camera ids for the model) of the first evaluated dataset
+    (``DATASETS.TEST_NAMES``, default ``DATASETS.NAMES``): ``num_queries`` queries evenly spaced over the
+    query list (so that they show different identities), and the whole gallery.
+
+    The records keep the dataset's own camera ids (the ranking drops same-identity, same-camera matches by
+    them); the third item maps records to the model's camera ids: as they are when the dataset is the
+    first training dataset (camera offset 0), else -1 (the mean camera embedding), as said in the log."""
+    from configs.config import evaluated_dataset_names, train_dataset_names
     from datasets import build_dataset
 
-    data = build_dataset(cfg.DATASETS.NAMES, cfg.DATASETS.ROOT_DIR, cfg)
+    name = evaluated_dataset_names(cfg)[0]
+    data = build_dataset(name, cfg.DATASETS.ROOT_DIR, cfg)
     step = max(1, len(data.query) // max(1, num_queries))
-    return data.query[::step][:num_queries], data.gallery
+    if name == train_dataset_names(cfg)[0]:
+        def model_cams(records):
+            return [r.camid for r in records]
+    else:
+        logger.info("%s is not the first training dataset: its images get the mean camera embedding", name)
+
+        def model_cams(records):
+            return [-1] * len(records)
+    return data.query[::step][:num_queries], data.gallery, model_cams
 
 
-def draw_ranked(extractor, cfg, queries, gallery, topk, path, dpi):
+def draw_ranked(extractor, cfg, queries, gallery, model_cams, topk, path, dpi):
     """Rank ``queries`` against the whole ``gallery`` (records with pids and cameras) and draw the lists."""
     from datasets import read_image
     from utils.distance import pairwise_distance
 
     logger.info("extracting %d gallery features", len(gallery))
-    gf = extractor([r.path for r in gallery], [r.camid for r in gallery])
-    qf = extractor([r.path for r in queries], [r.camid for r in queries])
+    gf = extractor([r.path for r in gallery], model_cams(gallery))
+    qf = extractor([r.path for r in queries], model_cams(queries))
     dist = pairwise_distance(qf, gf, cfg.TEST.METRIC, cfg.TEST.FEAT_NORM).numpy()
     ranking = vis.rank_gallery(dist, topk, [r.pid for r in queries], [r.pid for r in gallery],
                                [r.camid for r in queries], [r.camid for r in gallery])
@@ -120,8 +136,8 @@ def main(argv=None):
         names = [os.path.basename(p) for p in paths]
         queries = gallery = None
     else:
-        queries, gallery = dataset_inputs(cfg, args.dataset_queries)
-        paths, cam_list = [r.path for r in queries], [r.camid for r in queries]
+        queries, gallery, model_cams = dataset_inputs(cfg, args.dataset_queries)
+        paths, cam_list = [r.path for r in queries], model_cams(queries)
         names = [f"id {r.pid} cam {r.camid}" for r in queries]
     images = extractor.preprocess(paths)
     cams = extractor.camera_ids(cam_list, len(paths)).to(extractor.device)
@@ -152,7 +168,7 @@ def main(argv=None):
             logger.warning("--ranked needs --dataset-queries (for your own images use tools/extract_features.py "
                            "--query DIR --gallery DIR)")
         else:
-            print(draw_ranked(extractor, cfg, queries, gallery, args.topk,
+            print(draw_ranked(extractor, cfg, queries, gallery, model_cams, args.topk,
                               os.path.join(args.out, "ranked_list.png"), args.dpi))
 
 
