@@ -52,6 +52,10 @@ def checkpoint(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
     Non-reentrant checkpointing; BatchNorm running statistics are updated once (by the forward), the
     RNG state is restored for the recomputation. Call it only when gradients are recorded.
     """
+    if torch.compiler.is_compiling():
+        # torch.compile recomputes in its backward graph, functionally: buffers are mutated once, by the
+        # forward graph; it accepts no context here (only TorchDispatchModes)
+        return torch.utils.checkpoint.checkpoint(module, *args, use_reentrant=False, **kwargs)
     return torch.utils.checkpoint.checkpoint(module, *args, use_reentrant=False, preserve_rng_state=True,
                                              context_fn=partial(_contexts, module), **kwargs)
 

@@ -156,6 +156,19 @@ def test_recomputation_updates_batchnorm_statistics_once():
         assert same == (run is checkpoint)
 
 
+def test_checkpoint_under_torch_compile_updates_batchnorm_once():
+    """Under torch.compile (MODEL.COMPILE) the recomputation is the compiler's (functional): no context is
+    passed, and the statistics are still those of one update."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU())
+    x = torch.randn(4, 3, 9, 9)
+    ref, ckpt = copy.deepcopy(net).train(), copy.deepcopy(net).train()
+    ref(x).sum().backward()
+    torch.compile(lambda t: checkpoint(ckpt, t), backend="aot_eager")(x).sum().backward()
+    assert all(torch.equal(a, b) for a, b in zip(ref.buffers(), ckpt.buffers()))
+    assert all(torch.allclose(a.grad, b.grad, atol=1e-6) for a, b in zip(ref.parameters(), ckpt.parameters()))
+
+
 def test_channels_last_changes_only_the_memory_layout():
     cfg, plain, fast = _pair([], CHANNELS_LAST=True)
     assert list(plain.state_dict()) == list(fast.state_dict())
