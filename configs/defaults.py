@@ -170,7 +170,8 @@ _C.SOLVER.MIN_LR = 1.6e-5
 _C.SOLVER.IMS_PER_BATCH = 128
 # Triplet margin: 0 = soft margin log(1 + exp(d_ap - d_an)) (Eq. 11); > 0 = hinge with this margin.
 _C.SOLVER.MARGIN = 0.0
-# Mixed precision: 'auto' (fp16 on CUDA, off on CPU) | 'fp16' | 'bf16' | 'off'.
+# Mixed precision: 'auto' (bf16 on GPUs with native bfloat16, fp16 + GradScaler on other GPUs, off on CPU) |
+# 'fp16' | 'bf16' | 'off'.
 _C.SOLVER.AMP = "auto"
 # Clip the gradient norm at this value (0 = no clipping).
 _C.SOLVER.GRAD_CLIP = 0.0

@@ -59,10 +59,16 @@ def build_loss(cfg, num_classes: int) -> ReIDLoss:
 
 
 @torch.no_grad()
-def id_accuracy(outputs: Outputs, pids: torch.Tensor, name: Optional[str] = None) -> float:
-    """Top-1 identity accuracy of the logits of feature ``name``, or the mean over all features."""
+def id_accuracy_tensor(outputs: Outputs, pids: torch.Tensor, name: Optional[str] = None) -> torch.Tensor:
+    """Top-1 identity accuracy of the logits of feature ``name``, or the mean over all features, as a 0-d
+    float32 tensor on the logits' device (no device-to-host copy: the trainer copies it with the loss)."""
     names = [name] if name is not None else [n for n, (logits, _) in outputs.items() if logits is not None]
     if not names:
         raise ValueError("no logits to score")
     accs = [(outputs[n][0].argmax(dim=1) == pids).float().mean() for n in names]
-    return float(torch.stack(accs).mean())
+    return torch.stack(accs).mean()
+
+
+def id_accuracy(outputs: Outputs, pids: torch.Tensor, name: Optional[str] = None) -> float:
+    """:func:`id_accuracy_tensor` as a Python float."""
+    return float(id_accuracy_tensor(outputs, pids, name))

@@ -12,7 +12,6 @@ the checkpoint of epoch k ends with exactly the weights of an uninterrupted run 
 """
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -26,8 +25,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from yacs.config import CfgNode
 
-from loss import id_accuracy
+from configs.config import evaluated_dataset_names
+from datasets.loader import TestSet
+from loss.reid_loss import id_accuracy_tensor
 from model.backbones.weights import load_checked, strip_prefix
+from utils.compile import maybe_compile
 from utils.checkpoint import (TRAINING_KEYS, CheckpointError, atomic_torch_save, atomic_write_text,
                               load_checkpoint, load_last_checkpoint, save_checkpoint)
 from utils.distributed import (broadcast_buffers, get_rank, get_world_size, is_dist, is_main_process,
@@ -37,7 +39,7 @@ from utils.misc import autocast, epoch_seed, get_rng_state, make_grad_scaler, re
 from utils.output_files import BEST_CHECKPOINT, RESULTS_FILE
 from utils.provenance import collect_provenance, wall_times
 
-from .inference import METRIC_KEYS, format_metrics, run_evaluation
+from .inference import METRIC_KEYS, evaluate_test_sets, format_metrics, results_entry
 
 logger = logging.getLogger(__name__)
 
@@ -101,15 +103,23 @@ def _set_sampler_epoch(loader, epoch):
             obj.set_epoch(epoch)
 
 
-def _all_finite(value, device):
-    """Whether ``value`` is finite on every rank (all ranks must agree before stopping)."""
-    finite = math.isfinite(value)
-    if is_dist():
-        flag = torch.tensor([1 if finite else 0], dtype=torch.int32,
-                            device=device if dist.get_backend() == "nccl" else "cpu")
+def _to_host_with_finite_flag(values: torch.Tensor) -> torch.Tensor:
+    """``values`` (1-d, on the device) on the host with one element appended: 1.0 when ``values[0]`` is
+    finite on every rank, else 0.0 (all ranks must agree before stopping).
+
+    One device-to-host copy: the flag is all-reduced on the device (NCCL) before the copy; with gloo it is
+    all-reduced on the host after it.
+    """
+    flag = torch.isfinite(values[:1]).to(torch.float32)
+    nccl = is_dist() and dist.get_backend() == "nccl"
+    if nccl:
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        finite = bool(flag.item())
-    return finite
+    host = torch.cat([values.float(), flag]).cpu()
+    if is_dist() and not nccl:
+        flag = host[-1:].clone()
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        host[-1] = flag[0]
+    return host
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -123,28 +133,36 @@ class Trainer:
         optimizer, scheduler: from ``solver``; the scheduler is stepped with ``step(epoch_index)``.
         train_loader, val_loader, num_query: from ``datasets.make_dataloader``.
         device: ``torch.device`` of this process.
+        test_sets: every test set (``DataLoaders.test_sets``); default: one, ``val_loader`` with
+            ``num_query`` queries, named by the first of ``DATASETS.TEST_NAMES`` (or ``NAMES``), camids as the
+            model's.
     """
 
     def __init__(self, cfg: CfgNode, model: torch.nn.Module, loss_fn: torch.nn.Module,
                  optimizer: torch.optim.Optimizer, scheduler: Any, train_loader: DataLoader, val_loader: DataLoader,
-                 num_query: int, device: torch.device):
+                 num_query: int, device: torch.device, test_sets: Optional[Sequence[TestSet]] = None):
         self.cfg = cfg
         self.model = model
-        self.net = wrap_ddp(model, device)
+        # MODEL.COMPILE: the DDP-wrapped module is compiled (PyTorch's guidance for DDP), and the bare model
+        # for evaluation; checkpoints are written from self.model, whose keys never change
+        self.net = maybe_compile(wrap_ddp(model, device), cfg.MODEL.COMPILE)
+        self.eval_model = maybe_compile(model, cfg.MODEL.COMPILE)
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.train_loader = train_loader
         self.val_loader = val_loader
         self.num_query = num_query
+        self.test_sets = tuple(test_sets or (TestSet(evaluated_dataset_names(cfg)[0], val_loader, num_query, 0),))
         self.device = device
         self.amp = resolve_amp(cfg.SOLVER.AMP, device)
         self.scaler = make_grad_scaler(self.amp)
         self.output_dir = cfg.OUTPUT_DIR
         self.max_epochs = cfg.SOLVER.MAX_EPOCHS
         self.start_epoch = 1
-        self.latest = None  # metrics of the newest evaluation (with 'epoch')
-        self.best = None    # metrics of the best evaluation by mAP (with 'epoch')
+        # results.json entries (inference.results_entry): the first test set's metrics, 'epoch', 'per_dataset'
+        self.latest = None  # of the newest evaluation
+        self.best = None    # of the best evaluation by the first test set's mAP
         # provenance (utils/provenance.py), written into results.json and every checkpoint; the command
         # line is sys.argv unless set_command gives the one train_net.main was called with
         self.run_info = collect_provenance(device, self.amp, get_world_size(), command=list(sys.argv))
@@ -313,6 +331,9 @@ class Trainer:
                    it: int) -> Tuple[float, Dict[str, float], float]:
         """Forward, loss, backward (scaled), optional clipping, optimizer step.
 
+        The gradients are released before the forward (not kept alive through it), and the loss, its terms
+        and the ID accuracy reach the host in one copy, after the backward is queued and before any update.
+
         Returns:
             (loss, {term: value}, id accuracy) as Python floats.
         Raises:
@@ -321,43 +342,54 @@ class Trainer:
         images = images.to(self.device, non_blocking=True)
         pids = pids.to(self.device, non_blocking=True)
         camids = camids.to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.amp):
             outputs = self.net(images, camids)
             loss, terms = self.loss_fn(outputs, pids)
-        value = float(loss.detach().item())
-        if not _all_finite(value, self.device):
+        self.scaler.scale(loss).backward()
+        values = _to_host_with_finite_flag(torch.stack(
+            [loss.detach().float()] + [v.detach().float() for v in terms.values()]
+            + [id_accuracy_tensor(outputs, pids)]))
+        value = float(values[0])
+        if not values[-1]:
             raise NonFiniteLossError(
                 f"non-finite training loss ({value} on rank {get_rank()}) at epoch {epoch}, iteration {it}"
                 f"/{len(self.train_loader)}; stopped without updating the weights. Lower SOLVER.BASE_LR, set "
                 f"SOLVER.GRAD_CLIP or SOLVER.AMP off; the last good checkpoint is left in {self.output_dir}")
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
         if self.cfg.SOLVER.GRAD_CLIP > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.SOLVER.GRAD_CLIP)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        # one device-to-host copy for all terms (a sync per .item() would stall the GPU a dozen times a step)
-        term_values = OrderedDict(zip(terms, torch.stack([v.detach().float() for v in terms.values()]).tolist()))
-        return value, term_values, id_accuracy(outputs, pids)
+        term_values = OrderedDict(zip(terms, values[1:len(terms) + 1].tolist()))
+        return value, term_values, float(values[-2])
 
     # -------------------------------------------------------------------- evaluation / checkpoints
-    def evaluate(self, epoch: int, record: bool = True) -> Dict[str, float]:
-        """Evaluate on the val set (all ranks); rank 0 logs, writes results.json and model_best.pth.
+    def evaluate(self, epoch: int, record: bool = True) -> Dict[str, Any]:
+        """Evaluate on every test set (all ranks); rank 0 logs, writes results.json and model_best.pth.
 
-        ``record=False`` (the untrained model at epoch 0) only logs and writes TensorBoard.
+        Returns the results entry (``inference.results_entry``): the first test set's metrics, ``epoch``
+        and ``per_dataset``. The best evaluation is the one with the highest mAP on the first test set.
+        TensorBoard: ``val/<metric>`` of the first test set and, with several, ``val/<name>/<metric>`` of
+        each. ``record=False`` (the untrained model at epoch 0) only logs and writes TensorBoard.
         """
         eval_start = time.perf_counter()
         broadcast_buffers(self.model)  # every rank evaluates with rank 0's BatchNorm statistics
-        metrics, _ = run_evaluation(self.cfg, self.model, self.val_loader, self.num_query, self.device, self.amp)
+        label = "untrained model" if epoch == 0 else f"epoch {epoch}"
+        several = len(self.test_sets) > 1
+        per_dataset = OrderedDict()
+        for test_set, metrics, _ in evaluate_test_sets(self.cfg, self.eval_model, self.test_sets, self.device,
+                                                       self.amp):
+            per_dataset[test_set.name] = metrics
+            logger.info("validation, %s%s: %s", label, f", {test_set.name}" if several else "", format_metrics(metrics))
         self.eval_seconds_last = time.perf_counter() - eval_start
         self.eval_seconds_total += self.eval_seconds_last
-        metrics = dict(metrics, epoch=int(epoch))
-        label = "untrained model" if epoch == 0 else f"epoch {epoch}"
-        logger.info("validation, %s: %s", label, format_metrics(metrics))
+        metrics = results_entry(per_dataset, epoch=int(epoch))
         if self.writer is not None:
             for key in METRIC_KEYS:
                 self.writer.add_scalar(f"val/{key}", metrics[key], epoch)
+                for name, values in per_dataset.items() if several else ():
+                    self.writer.add_scalar(f"val/{name}/{key}", values[key], epoch)
             self.writer.flush()
         if not record:
             return metrics
@@ -396,11 +428,13 @@ def build_trainer(cfg: CfgNode, device: torch.device) -> Trainer:
     from model import build_model
     from solver import build_optimizer, build_scheduler
 
-    with main_process_first():  # rank 0 generates/checks the data before the others read them
+    # each node's local rank 0 generates/checks the data before that node's other ranks read them
+    with main_process_first(local=True):
         data = make_dataloader(cfg)
-    logger.info("data: %d train identities, %d cameras, %d train batches/epoch, %d query + %d gallery images",
-                data.num_classes, data.num_cams, len(data.train_loader), data.num_query,
-                len(data.val_loader.dataset) - data.num_query)
+    logger.info("data: %d train identities, %d cameras, %d train batches/epoch; test: %s", data.num_classes,
+                data.num_cams, len(data.train_loader),
+                ", ".join(f"{t.name} {t.num_query} query + {len(t.loader.dataset) - t.num_query} gallery images"
+                          for t in data.test_sets))
     model = build_model(cfg, data.num_classes, data.num_cams).to(device)
     model = convert_sync_bn(model, cfg, device)
     logger.info("model: %.2fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
@@ -408,4 +442,4 @@ def build_trainer(cfg: CfgNode, device: torch.device) -> Trainer:
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
     return Trainer(cfg, model, loss_fn, optimizer, scheduler, data.train_loader, data.val_loader, data.num_query,
-                   device)
+                   device, data.test_sets)

@@ -110,13 +110,24 @@ class AmpSettings:
         return {None: "off", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.dtype]
 
 
-def resolve_amp(mode, device):
+def native_bf16() -> bool:
+    """Whether the current CUDA device computes in bfloat16 natively (compute capability 8.0+, or ROCm),
+    not through the slow emulation that ``torch.cuda.is_bf16_supported()`` also counts by default."""
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # PyTorch before 2.3 has no including_emulation (and counts native support only)
+        return bool(torch.cuda.is_bf16_supported())
+
+
+def resolve_amp(mode: str, device) -> AmpSettings:
     """``SOLVER.AMP`` for ``device``.
 
-    'auto' is fp16 with a GradScaler on CUDA and off on CPU; 'fp16' is fp16 with a GradScaler (CUDA);
-    'bf16' is bfloat16 autocast without a scaler (CUDA); 'off' is float32. On CPU, 'fp16' and 'bf16'
-    fall back to float32 with a warning: CPU autocast is slower than float32 on most CPUs and changes
-    the numerics of the CPU reference runs.
+    'auto' is bf16 without a GradScaler on a GPU with native bfloat16 (:func:`native_bf16`, asked of the
+    current CUDA device, which ``resolve_device`` sets: Ampere or newer), fp16 with a GradScaler on other
+    GPUs, and off on CPU. 'fp16' is fp16 with a GradScaler (CUDA); 'bf16' is bfloat16 autocast without a
+    scaler (CUDA; fp16 with a warning where the GPU has no bfloat16 at all); 'off' is float32. On CPU, 'fp16'
+    and 'bf16' fall back to float32 with a warning: CPU autocast is slower than float32 on most CPUs and
+    changes the numerics of the CPU reference runs.
     """
     device = torch.device(device)
     if mode not in ("auto", "fp16", "bf16", "off"):
@@ -125,7 +136,9 @@ def resolve_amp(mode, device):
         if mode in ("fp16", "bf16"):
             logger.warning("SOLVER.AMP=%s needs CUDA; running in float32 on %s", mode, device.type)
         return AmpSettings(None, False, device.type)
-    if mode in ("auto", "fp16"):
+    if mode == "auto":
+        mode = "bf16" if native_bf16() else "fp16"
+    if mode == "fp16":
         return AmpSettings(torch.float16, True, "cuda")
     if mode == "bf16":
         if not torch.cuda.is_bf16_supported():

@@ -1,0 +1,194 @@
+"""Speed levers of training: SOLVER.AMP 'auto' (bf16 / fp16 + GradScaler / off, with the CUDA capability
+queries monkeypatched) and MODEL.COMPILE (torch.compile with a fallback to the eager model).
+
+The compile tests use the 'aot_eager' backend (dynamo + AOTAutograd, no generated kernels): the same
+tracing and failure paths as inductor in a second instead of a C++ build.
+"""
+import logging
+
+import pytest
+import torch
+import torch.nn as nn
+
+from utils import compile as compile_mod
+from utils.compile import CompiledModule, maybe_compile
+from utils.misc import make_grad_scaler, resolve_amp
+
+
+# ----------------------------------------------------------------------------- AMP 'auto'
+def fake_gpu(monkeypatch, native_bf16: bool, emulated_bf16: bool = True):
+    """CUDA capability queries of a GPU with/without native bfloat16 (no GPU needed)."""
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        return native_bf16 or (including_emulation and emulated_bf16)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+
+
+@pytest.mark.parametrize("native, dtype, scaler", [(True, torch.bfloat16, False), (False, torch.float16, True)])
+def test_amp_auto_on_cuda(monkeypatch, native, dtype, scaler):
+    """Ampere or newer: bf16 without a scaler; older GPUs (bf16 only emulated): fp16 with a GradScaler."""
+    fake_gpu(monkeypatch, native_bf16=native)
+    amp = resolve_amp("auto", torch.device("cuda", 0))
+    assert (amp.dtype, amp.use_scaler, amp.device_type) == (dtype, scaler, "cuda")
+    assert amp.name == ("bf16" if native else "fp16")
+
+
+def test_amp_auto_is_off_on_cpu(monkeypatch):
+    fake_gpu(monkeypatch, native_bf16=True)  # a GPU elsewhere in the machine changes nothing
+    amp = resolve_amp("auto", "cpu")
+    assert not amp.enabled and not amp.use_scaler and amp.name == "off"
+    assert not make_grad_scaler(amp).is_enabled()
+
+
+def test_grad_scaler_only_for_fp16(monkeypatch):
+    fake_gpu(monkeypatch, native_bf16=True)
+    cuda = torch.device("cuda", 0)
+    assert resolve_amp("fp16", cuda).use_scaler
+    assert not resolve_amp("bf16", cuda).use_scaler
+    assert not resolve_amp("off", cuda).use_scaler
+    # an explicit bf16 is honoured where the GPU emulates it; without any bfloat16: fp16 + scaler
+    fake_gpu(monkeypatch, native_bf16=False, emulated_bf16=True)
+    assert resolve_amp("bf16", cuda).dtype == torch.bfloat16
+    fake_gpu(monkeypatch, native_bf16=False, emulated_bf16=False)
+    assert resolve_amp("bf16", cuda).use_scaler
+
+
+def test_amp_before_torch_2_3(monkeypatch):
+    """``is_bf16_supported`` without ``including_emulation`` (older PyTorch) is asked plainly."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert resolve_amp("auto", torch.device("cuda", 0)).dtype == torch.bfloat16
+
+
+# ----------------------------------------------------------------------------- MODEL.COMPILE
+class Tiny(nn.Module):
+    """Conv + BatchNorm + linear head, with a named submodule reached through the wrapper."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.head = nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        return self.head(self.body(x).mean((2, 3))) * scale
+
+
+def twins():
+    torch.manual_seed(0)
+    a = Tiny()
+    b = Tiny()
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+def run_step(module: nn.Module, x: torch.Tensor):
+    """Output and parameter gradients of one training forward/backward."""
+    module.train()
+    out = module(x, scale=2.0)
+    out.square().sum().backward()
+    return out.detach(), [p.grad.clone() for p in module.parameters()]
+
+
+@pytest.fixture
+def aot_eager(monkeypatch):
+    monkeypatch.setattr(compile_mod, "COMPILE_BACKEND", "aot_eager")
+
+
+def test_compiled_module_matches_eager(aot_eager, caplog):
+    eager, model = twins()
+    wrapped = maybe_compile(model, True)
+    assert isinstance(wrapped, CompiledModule) and maybe_compile(model, False) is model
+    x = torch.randn(3, 3, 8, 6)
+    with caplog.at_level(logging.WARNING):
+        out_c, grads_c = run_step(wrapped, x)
+    out_e, grads_e = run_step(eager, x)
+    assert wrapped.is_compiled and wrapped.failure is None and not caplog.records
+    torch.testing.assert_close(out_c, out_e)
+    for gc, ge in zip(grads_c, grads_e):
+        torch.testing.assert_close(gc, ge)
+    torch.testing.assert_close(model.body[1].running_mean, eager.body[1].running_mean)  # buffers updated in place
+    # train()/eval() and attributes reach the wrapped model; its own state dict keeps its keys
+    wrapped.eval()
+    assert not model.training and wrapped.head is model.head
+    assert model.state_dict().keys() == eager.state_dict().keys()
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped(x), eager.eval()(x))
+
+
+def failing_backend(gm, example_inputs):
+    raise RuntimeError("no C compiler found\nsecond line of a long report")
+
+
+def test_failure_at_the_first_call_falls_back(caplog):
+    eager, model = twins()
+    wrapped = CompiledModule(model, backend=failing_backend)
+    x = torch.randn(2, 3, 8, 6)
+    with caplog.at_level(logging.WARNING):
+        out_c, grads_c = run_step(wrapped, x)
+        run_step(wrapped, x)  # no second warning
+    out_e, grads_e = run_step(eager, x)
+    torch.testing.assert_close(out_c, out_e)
+    assert not wrapped.is_compiled and wrapped.failure == "RuntimeError: no C compiler found"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["MODEL.COMPILE: torch.compile failed (RuntimeError: no C compiler found); running the "
+                        "model uncompiled"]
+
+
+def test_failure_compiling_the_backward_falls_back_at_the_forward(caplog):
+    """AOTAutograd compiles the backward lazily; the wrapper makes it fail in the forward, where it can fall back."""
+    from torch._dynamo.backends.common import aot_autograd
+
+    backend = aot_autograd(fw_compiler=lambda gm, inputs: gm, bw_compiler=failing_backend)
+    eager, model = twins()
+    wrapped = CompiledModule(model, backend=backend)
+    x = torch.randn(2, 3, 8, 6)
+    with caplog.at_level(logging.WARNING):
+        out_c, grads_c = run_step(wrapped, x)
+    out_e, grads_e = run_step(eager, x)
+    assert not wrapped.is_compiled and "no C compiler found" in wrapped.failure
+    for gc, ge in zip(grads_c, grads_e):
+        torch.testing.assert_close(gc, ge)
+
+
+def test_failure_of_torch_compile_itself(monkeypatch, caplog):
+    """E.g. a Python version torch.compile does not support: it raises at once."""
+    def unsupported(*args, **kwargs):
+        raise RuntimeError("torch.compile is not supported on Python 3.99+")
+    monkeypatch.setattr(torch, "compile", unsupported)
+    _, model = twins()
+    with caplog.at_level(logging.WARNING):
+        wrapped = CompiledModule(model)
+    assert not wrapped.is_compiled and "Python 3.99" in caplog.text
+    wrapped(torch.randn(2, 3, 8, 6))
+
+
+def test_model_errors_still_surface():
+    """An error of the model itself is raised by the eager retry, not swallowed."""
+    _, model = twins()
+    wrapped = CompiledModule(model, backend="aot_eager")
+    with pytest.raises(RuntimeError):
+        wrapped(torch.randn(2, 5, 8, 6))  # 5 channels for a 3-channel conv
+
+
+def test_trainer_compiles_training_and_evaluation(aot_eager, tmp_path):
+    """MODEL.COMPILE in the Trainer: a compiled step gives the eager step's loss, checkpoints keep their keys."""
+    from processor import build_trainer
+    from tests.helpers import TINY_CONFIG
+    from configs import load_cfg
+    from utils.misc import set_seed
+
+    opts = ["DATASETS.ROOT_DIR", str(tmp_path / "data"), "OUTPUT_DIR", "", "MODEL.PRETRAIN_CHOICE", "none"]
+    results = {}
+    for flag in (False, True):
+        cfg = load_cfg(TINY_CONFIG, opts + ["MODEL.COMPILE", str(flag)])
+        set_seed(0)
+        trainer = build_trainer(cfg, torch.device("cpu"))
+        assert isinstance(trainer.net, CompiledModule) == flag == isinstance(trainer.eval_model, CompiledModule)
+        images, pids, camids, _ = next(iter(trainer.train_loader))
+        set_seed(1)
+        trainer.net.train()
+        results[flag] = trainer.train_step(images, pids, camids, 1, 1), trainer.state_dict(1)["model"]
+        if flag:
+            assert trainer.net.is_compiled
+    (loss_e, terms_e, acc_e), state_e = results[False]
+    (loss_c, terms_c, acc_c), state_c = results[True]
+    assert loss_c == pytest.approx(loss_e, rel=1e-4) and acc_c == acc_e and terms_c.keys() == terms_e.keys()
+    assert state_c.keys() == state_e.keys() and not any("_orig_mod" in k or k.startswith("module.") for k in state_c)
