@@ -28,7 +28,7 @@ _C.MODEL.TRIPLET_LOSS_WEIGHT = 1.0
 _C.MODEL.LABEL_SMOOTH = 0.1
 # Convert BatchNorm layers to SyncBatchNorm under DDP.
 _C.MODEL.SYNC_BN = False
-# Activation checkpointing: recompute the transformer blocks, the ResNet stages and the HTM layers in the
+# Activation checkpointing: recompute the transformer blocks, each ResNet residual block and the HTM layers in the
 # backward pass instead of keeping their activations (less memory, more time; same gradients and BatchNorm
 # statistics as without it).
 _C.MODEL.GRAD_CHECKPOINT = False

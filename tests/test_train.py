@@ -64,9 +64,11 @@ def test_training_learns_and_writes_outputs(trained):
 
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"latest", "best", "provenance"}
+    metric_keys = ("mAP", "rank1", "rank5", "rank10", "mINP")
     for entry in (results["latest"], results["best"]):
-        assert set(entry) == {"mAP", "rank1", "rank5", "rank10", "mINP", "epoch"}
-        assert all(0.0 <= entry[k] <= 1.0 for k in ("mAP", "rank1", "rank5", "rank10", "mINP"))
+        assert set(entry) == {*metric_keys, "epoch", "per_dataset"}
+        assert all(0.0 <= entry[k] <= 1.0 for k in metric_keys)
+        assert entry["per_dataset"] == {"synthetic": {k: entry[k] for k in metric_keys}}  # the one test set
     assert results["latest"]["epoch"] == EPOCHS
     assert results["best"]["mAP"] >= results["latest"]["mAP"]
 
