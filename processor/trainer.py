@@ -29,6 +29,7 @@ from configs.config import evaluated_dataset_names
 from datasets.loader import TestSet
 from loss.reid_loss import id_accuracy_tensor
 from model.backbones.weights import load_checked, strip_prefix
+from utils import return_large_frees_to_os
 from utils.compile import maybe_compile
 from utils.checkpoint import (TRAINING_KEYS, CheckpointError, atomic_torch_save, atomic_write_text,
                               load_checkpoint, load_last_checkpoint, save_checkpoint)
@@ -157,6 +158,10 @@ class Trainer:
         self.device = device
         self.amp = resolve_amp(cfg.SOLVER.AMP, device)
         self.scaler = make_grad_scaler(self.amp)
+        if cfg.MODEL.GRAD_CHECKPOINT and torch.device(device).type == "cpu" and return_large_frees_to_os():
+            # memory asked for over time: freed activations leave the process instead of fragmenting its heap
+            logger.info("MODEL.GRAD_CHECKPOINT on CPU: CPU blocks of 4 MiB or more go back to the system when "
+                        "freed (glibc mmap threshold; MALLOC_MMAP_THRESHOLD_ in the environment chooses another)")
         self.output_dir = cfg.OUTPUT_DIR
         self.max_epochs = cfg.SOLVER.MAX_EPOCHS
         self.start_epoch = 1

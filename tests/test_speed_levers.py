@@ -5,6 +5,10 @@ The compile tests use the 'aot_eager' backend (dynamo + AOTAutograd, no generate
 tracing and failure paths as inductor in a second instead of a C++ build.
 """
 import logging
+import os
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -192,3 +196,63 @@ def test_trainer_compiles_training_and_evaluation(aot_eager, tmp_path):
     (loss_c, terms_c, acc_c), state_c = results[True]
     assert loss_c == pytest.approx(loss_e, rel=1e-4) and acc_c == acc_e and terms_c.keys() == terms_e.keys()
     assert state_c.keys() == state_e.keys() and not any("_orig_mod" in k or k.startswith("module.") for k in state_c)
+
+
+# ----------------------------------------------------------------------------- malloc threshold
+MALLOC_CHILD = r"""
+import ctypes, sys
+import numpy as np
+import utils
+if sys.argv[1] == "fixed":
+    assert utils.return_large_frees_to_os()
+
+def rss_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+a = np.ones(5 << 20, np.uint8)
+del a                            # glibc raises its dynamic mmap threshold above 5 MiB here
+before = rss_mib()
+bigs, smalls = [], []
+for _ in range(40):              # 5 MiB blocks, each followed by a small block that pins the heap
+    bigs.append(np.ones(5 << 20, np.uint8))
+    smalls.append(ctypes.create_string_buffer(4000))
+del bigs
+print(rss_mib() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="glibc's mallopt")
+def test_large_cpu_frees_return_to_the_system(tmp_path):
+    """utils.return_large_frees_to_os: 200 MiB of freed 5 MiB blocks leave the process at once, where glibc's
+    dynamic threshold alone keeps them (the control run shows the default behaviour the switch fixes)."""
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    kept = {}
+    for mode in ("default", "fixed"):
+        out = subprocess.run([sys.executable, "-c", MALLOC_CHILD, mode], env=env, capture_output=True,
+                             text=True, check=True).stdout
+        kept[mode] = float(out.split()[-1])
+    assert kept["default"] > 150 and kept["fixed"] < 20, kept
+
+
+def test_malloc_threshold_left_to_the_user(monkeypatch):
+    import utils
+
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")  # glibc reads it at start-up: not overridden
+    assert utils.return_large_frees_to_os() is False
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_trainer_returns_frees_to_os_only_for_checkpointing_on_cpu(monkeypatch, tmp_path, checkpointing):
+    from configs import load_cfg
+    from processor import trainer as trainer_mod
+    from tests.helpers import TINY_CONFIG
+
+    calls = []
+    monkeypatch.setattr(trainer_mod, "return_large_frees_to_os", lambda: calls.append(1) or True)
+    cfg = load_cfg(TINY_CONFIG, ["DATASETS.ROOT_DIR", str(tmp_path / "data"), "OUTPUT_DIR", "",
+                                 "MODEL.PRETRAIN_CHOICE", "none", "MODEL.GRAD_CHECKPOINT", str(checkpointing)])
+    trainer_mod.build_trainer(cfg, torch.device("cpu"))
+    assert len(calls) == int(checkpointing)
