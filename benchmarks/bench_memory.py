@@ -65,7 +65,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils._pytree import tree_flatten  # noqa: E402
 
-from benchmarks.bench_train import QUICK_CONFIG, base_opts, measure_row  # noqa: E402
+from benchmarks.bench_train import QUICK_CONFIG, base_opts, measure_row, model_description  # noqa: E402
 from configs import load_cfg  # noqa: E402
 from utils.cli import ConfigArgumentParser  # noqa: E402
 from utils.errors import UsageError, cli_entry  # noqa: E402
@@ -397,8 +397,7 @@ def main(argv: Optional[Sequence[str]] = None):
         held = measure(args, [], args.batches[0], extra_mib=CALIBRATION_MIB)["peak_mib"]
         report["calibration"] = dict(calibrate_checkpoint(), extra_mib=CALIBRATION_MIB, peak_delta_mib=held - base)
     first = next(iter(report["rows"].values()))
-    report["setup"] = {"model": f"{cfg.MODEL.CNN.NAME or '-'} + {cfg.MODEL.TRANSFORMER.NAME or '-'}, "
-                                f"D={cfg.MODEL.FUSION.DIM}, {cfg.INPUT.SIZE_TRAIN[0]}x{cfg.INPUT.SIZE_TRAIN[1]}",
+    report["setup"] = {"model": model_description(cfg),
                        "config_file": args.config_file, "opts": args.opts, "batches": args.batches, "k": k,
                        "optimizer": cfg.SOLVER.OPTIMIZER_NAME, "params_m": first["params"] / 1e6,
                        "headroom": args.headroom, "gpu_gib": list(GPU_GB), "paper_batch": PAPER_BATCH,

@@ -12,8 +12,7 @@ Rows: the baseline (float32, every lever off), each lever alone, and all of them
 * ``grad_checkpoint`` (MODEL.GRAD_CHECKPOINT): activations recomputed in the backward (less memory, more time);
 * ``channels_last`` (MODEL.CHANNELS_LAST): the CNN branch in channels-last memory format;
 * ``compile`` (MODEL.COMPILE): ``torch.compile`` (the untimed warm-up steps include the compilation);
-* ``fp16`` / ``bf16`` (SOLVER.AMP): autocast; fp16 with a GradScaler. On CPU the trainer runs float32 whatever
-  SOLVER.AMP says; the ``bf16`` row then measures CPU bfloat16 autocast (what it would give, not a setting).
+* ``fp16`` / ``bf16`` (SOLVER.AMP): autocast; fp16 with a GradScaler (CUDA only); bf16 is CPU autocast on a CPU.
 
 "all" takes one AMP mode: bf16 where the device has native bfloat16 (as SOLVER.AMP 'auto'), else fp16.
 Each row is measured in its own process (peak memory cannot carry over between rows): the trainer's own
@@ -52,7 +51,7 @@ from configs import load_cfg  # noqa: E402
 from utils.cli import ConfigArgumentParser  # noqa: E402
 from utils.errors import FusionReIDError, UsageError, cli_entry  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
-from utils.misc import AmpSettings, autocast, native_bf16, resolve_device, set_seed  # noqa: E402
+from utils.misc import autocast, native_bf16, resolve_device, set_seed  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +113,14 @@ def parse_args(argv: Optional[Sequence[str]] = None):
 
 
 # ----------------------------------------------------------------------------- rows
+def model_description(cfg) -> str:
+    """'resnet50 + vit_base_patch16_224, D=768, 256x128': the model a report is about."""
+    h, w = cfg.INPUT.SIZE_TRAIN
+    return f"{cfg.MODEL.CNN.NAME or '-'} + {cfg.MODEL.TRANSFORMER.NAME or '-'}, D={cfg.MODEL.FUSION.DIM}, {h}x{w}"
+
+
 def amp_for_all(levers: Sequence[str], device: torch.device) -> Optional[str]:
-    """The AMP lever of the "all" row: bf16 where native (always on CPU, where it is bench-only), else fp16."""
+    """The AMP lever of the "all" row: bf16 where native (and on CPU, where fp16 is not offered), else fp16."""
     chosen = [name for name in AMP_LEVERS if name in levers]
     if "bf16" in chosen and (device.type != "cuda" or native_bf16()):
         return "bf16"
@@ -188,8 +193,6 @@ def measure_row(args, levers: Sequence[str]) -> Dict[str, Any]:
     batch = (images, pids, camids, torch.arange(b))
     trainer = Trainer(cfg, model, build_loss(cfg, args.num_classes), optimizer, build_scheduler(cfg, optimizer),
                       [batch], None, 0, device)
-    if "bf16" in levers and device.type == "cpu":
-        trainer.amp = AmpSettings(torch.bfloat16, False, "cpu")  # CPU autocast: measured here, never set by SOLVER.AMP
     logger.info("row %s: %s + %s, D=%d, %dx%d, %.1fM parameters | %s | AMP %s | batch %d | %d threads",
                 "+".join(levers) or "baseline", cfg.MODEL.CNN.NAME or "-", cfg.MODEL.TRANSFORMER.NAME or "-",
                 cfg.MODEL.FUSION.DIM, h, w, sum(p.numel() for p in model.parameters()) / 1e6, device,
@@ -318,8 +321,7 @@ def main(argv: Optional[Sequence[str]] = None):
     start, load_before = time.perf_counter(), os.getloadavg()
     table = measure_rows(argv, rows, args.repeats)
     evaluation = [] if args.skip_eval else measure_evaluate(args.eval_scale, args.eval_dims)
-    report = {"setup": {"model": f"{cfg.MODEL.CNN.NAME or '-'} + {cfg.MODEL.TRANSFORMER.NAME or '-'}, "
-                                 f"D={cfg.MODEL.FUSION.DIM}, {cfg.INPUT.SIZE_TRAIN[0]}x{cfg.INPUT.SIZE_TRAIN[1]}",
+    report = {"setup": {"model": model_description(cfg),
                         "config_file": args.config_file, "batch": args.batch, "device": str(device),
                         "threads": torch.get_num_threads(), "iters": args.iters, "warmup": args.warmup,
                         "repeats": args.repeats, "load_before": list(load_before),

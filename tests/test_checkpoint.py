@@ -102,10 +102,12 @@ def test_epoch_seed_depends_only_on_its_arguments():
     assert all(0 <= x < 2 ** 63 for x in seeds)  # a valid torch.manual_seed
 
 
-def test_amp_is_off_on_cpu():
-    for mode in ("auto", "off", "fp16", "bf16"):
+def test_amp_on_cpu_is_off_unless_bf16():
+    for mode in ("auto", "off", "fp16"):
         amp = resolve_amp(mode, torch.device("cpu"))
         assert not amp.enabled and not amp.use_scaler and amp.name == "off"
+    amp = resolve_amp("bf16", torch.device("cpu"))  # CPU autocast, asked for by name only
+    assert (amp.dtype, amp.use_scaler, amp.device_type) == (torch.bfloat16, False, "cpu")
 
 
 def _train_state(epoch):
