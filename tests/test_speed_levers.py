@@ -256,3 +256,25 @@ def test_trainer_returns_frees_to_os_only_for_checkpointing_on_cpu(monkeypatch, 
                                  "MODEL.PRETRAIN_CHOICE", "none", "MODEL.GRAD_CHECKPOINT", str(checkpointing)])
     trainer_mod.build_trainer(cfg, torch.device("cpu"))
     assert len(calls) == int(checkpointing)
+
+
+def test_bf16_on_cpu_trains_under_cpu_autocast(tmp_path):
+    """SOLVER.AMP bf16 on a CPU: the step runs under CPU autocast (its loss differs from float32's by rounding
+    only) and the parameters stay float32."""
+    from configs import load_cfg
+    from processor import build_trainer
+    from tests.helpers import TINY_CONFIG
+    from utils.misc import set_seed
+
+    opts = ["DATASETS.ROOT_DIR", str(tmp_path / "data"), "OUTPUT_DIR", "", "MODEL.PRETRAIN_CHOICE", "none"]
+    losses = {}
+    for mode in ("off", "bf16"):
+        set_seed(0)
+        trainer = build_trainer(load_cfg(TINY_CONFIG, opts + ["SOLVER.AMP", mode]), torch.device("cpu"))
+        assert trainer.amp.name == mode
+        images, pids, camids, _ = next(iter(trainer.train_loader))
+        set_seed(1)
+        trainer.net.train()
+        losses[mode] = trainer.train_step(images, pids, camids, 1, 1)[0]
+        assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert losses["bf16"] != losses["off"] and losses["bf16"] == pytest.approx(losses["off"], rel=0.05), losses
