@@ -192,20 +192,12 @@ def measure(args, levers: Sequence[str], batch: int, extra_mib: int = 0) -> Dict
     result = {"peak_mib": max(last["peak"], last["optimizer_peak"]) / MIB, "train_peak_mib": last["peak"] / MIB,
               "update_peak_mib": last["optimizer_peak"] / MIB, "state_mib": last["state"] / MIB,
               "params_mib": last["params"] / MIB, "grads_mib": last["grads"] / MIB,
-              "optimizer_mib": last["optimizer"] / MIB, "params": last["numel"], "amp": row["amp"], "seconds": time.perf_counter() - start, "timeline": last["timeline"]}
+              "optimizer_mib": last["optimizer"] / MIB, "params": last["numel"], "amp": row["amp"],
+              "seconds": time.perf_counter() - start, "timeline": last["timeline"]}
     logger.info("%s, batch %d: peak %.0f MiB in the forward + backward, %.0f MiB in the optimizer step, %.0f MiB "
                 "live at the step's start; %.0f s", "+".join(levers) or "baseline", batch, result["train_peak_mib"],
                 result["update_peak_mib"], result["state_mib"], result["seconds"])
     return result
-
-
-def fit(batches: Sequence[int], peaks: Sequence[float]) -> Tuple[float, float]:
-    """Least-squares ``(slope, constant)`` of ``peak = constant + slope * batch``."""
-    n = len(batches)
-    mean_b, mean_p = sum(batches) / n, sum(peaks) / n
-    slope = (sum((b - mean_b) * (p - mean_p) for b, p in zip(batches, peaks))
-             / sum((b - mean_b) ** 2 for b in batches))
-    return slope, mean_p - slope * mean_b
 
 
 def timeline_lines(b1: int, run1: Dict[str, Any], b2: int, run2: Dict[str, Any], min_matched: float = 0.9):
@@ -258,7 +250,8 @@ def summarize(batches: Sequence[int], runs: Sequence[Dict[str, Any]], headroom: 
     reported are those of the op where the batch-128 peak is reached. Where the two steps ran different ops,
     a line through the forward + backward peaks and the optimizer step's peak stand in for the timeline.
     """
-    secant, intercept = fit(batches, [r["train_peak_mib"] for r in runs])
+    # least-squares line through the forward + backward peaks
+    secant, intercept = (float(c) for c in np.polyfit(batches, [r["train_peak_mib"] for r in runs], 1))
     update = max(r["update_peak_mib"] for r in runs)
     lines = timeline_lines(batches[-2], runs[-2], batches[-1], runs[-1])
     exact = lines is not None

@@ -193,10 +193,9 @@ def measure_row(args, levers: Sequence[str]) -> Dict[str, Any]:
     batch = (images, pids, camids, torch.arange(b))
     trainer = Trainer(cfg, model, build_loss(cfg, args.num_classes), optimizer, build_scheduler(cfg, optimizer),
                       [batch], None, 0, device)
-    logger.info("row %s: %s + %s, D=%d, %dx%d, %.1fM parameters | %s | AMP %s | batch %d | %d threads",
-                "+".join(levers) or "baseline", cfg.MODEL.CNN.NAME or "-", cfg.MODEL.TRANSFORMER.NAME or "-",
-                cfg.MODEL.FUSION.DIM, h, w, sum(p.numel() for p in model.parameters()) / 1e6, device,
-                trainer.amp.name, b, torch.get_num_threads())
+    logger.info("row %s: %s, %.1fM parameters | %s | AMP %s | batch %d | %d threads", "+".join(levers) or "baseline",
+                model_description(cfg), sum(p.numel() for p in model.parameters()) / 1e6, device, trainer.amp.name, b,
+                torch.get_num_threads())
     trainer.net.train()
     train = timed(lambda: trainer.train_step(images, pids, camids, 1, 1), args.iters, args.warmup, b, device)
     th, tw = cfg.INPUT.SIZE_TEST

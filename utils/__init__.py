@@ -2,8 +2,7 @@
 
 The submodules are imported explicitly (``from utils.checkpoint import save_checkpoint``) so that
 importing one of them never pulls in the others. This package file imports nothing heavy, so the
-scripts can call :func:`prefer_passive_omp` and :func:`return_large_frees_to_os` before ``torch`` is
-imported.
+scripts can call :func:`prefer_passive_omp` before ``torch`` is imported.
 """
 import ctypes
 import ctypes.util
