@@ -58,7 +58,10 @@ CHOICES = {
     "MODEL.FUSION.POOLING": ("gem", "avg"),
     "DATASETS.NAMES": _registered_datasets,
     "DATASETS.TEST_NAMES": _registered_datasets,
-    "DATALOADER.SAMPLER": ("identity", "random"),
+    "MODEL.FUSION.INIT": ("pytorch", "trunc_normal"),
+    "DATALOADER.SAMPLER": ("identity", "balanced_identity", "random"),
+    "SOLVER.SCHEDULE": ("release", "paper_text"),
+    "SOLVER.WEIGHT_DECAY_ON": ("all", "weights"),
     "SOLVER.OPTIMIZER_NAME": ("SGD", "AdamW"),
     "SOLVER.AMP": ("auto", "fp16", "bf16", "off"),
     "TEST.FEAT": ("all", "cnn", "transformer", "lru_cnn", "lru_transformer", "htm_cnn", "htm_transformer"),
@@ -295,7 +298,7 @@ def _check_values(cfg, source):
             fail(f"SOLVER.{key}", f"must be >= 1, got {cfg.SOLVER[key]}")
     if cfg.SOLVER.WARMUP_EPOCHS < 0:
         fail("SOLVER.WARMUP_EPOCHS", f"must be >= 0, got {cfg.SOLVER.WARMUP_EPOCHS}")
-    if cfg.SOLVER.IMS_PER_BATCH % cfg.DATALOADER.NUM_INSTANCE and cfg.DATALOADER.SAMPLER == "identity":
+    if cfg.SOLVER.IMS_PER_BATCH % cfg.DATALOADER.NUM_INSTANCE and cfg.DATALOADER.SAMPLER != "random":
         fail("SOLVER.IMS_PER_BATCH", f"({cfg.SOLVER.IMS_PER_BATCH}) must be a multiple of "
                                      f"DATALOADER.NUM_INSTANCE ({cfg.DATALOADER.NUM_INSTANCE})")
 

@@ -97,6 +97,10 @@ _C.MODEL.FUSION.MLP_RATIO = 4.0
 # Pooling of the LRU output maps into the global tokens f'_(c,0) / f'_(t,0) of the Dual-attention Mutual
 # Fusion: 'gem' | 'avg' (Table V). Was MODEL.POOLING (still accepted, with a deprecation warning).
 _C.MODEL.FUSION.POOLING = "gem"
+# Initialisation of the LRU and HTM modules (never read from ImageNet files): 'pytorch' (PyTorch's default
+# initialisation of every layer, as released) | 'trunc_normal' (linears truncated normal std 0.02 within +-2
+# std, zero biases, unit norms, convolutions kaiming fan-out).
+_C.MODEL.FUSION.INIT = "pytorch"
 
 # ----------------------------------------------------------------------------- input
 _C.INPUT = CN()
@@ -142,7 +146,9 @@ _C.DATASETS.SYNTHETIC.SEED = 0
 _C.DATALOADER = CN()
 # Worker processes per loader.
 _C.DATALOADER.NUM_WORKERS = 4
-# 'identity' (P x K batches, RandomIdentitySampler) | 'random' (plain shuffling).
+# 'identity' (P x K batches as released: P identities drawn uniformly among those with chunks of K images left,
+# the leftover chunks of an epoch dropped) | 'balanced_identity' (P x K, identities drawn in proportion to the
+# chunks they have left, the last batch filled with fresh chunks: every chunk is used) | 'random' (plain shuffling).
 _C.DATALOADER.SAMPLER = "identity"
 # K: images per identity in a batch (P = SOLVER.IMS_PER_BATCH / K).
 _C.DATALOADER.NUM_INSTANCE = 16
@@ -159,19 +165,32 @@ _C.SOLVER.BASE_LR = 5e-3
 # Learning-rate multiplier of bias parameters.
 _C.SOLVER.BIAS_LR_FACTOR = 2.0
 _C.SOLVER.MOMENTUM = 0.9
-# Weight decay (not applied to norms, biases, position/camera/class tokens, GeM p).
+# Weight decay of the weights, and of the parameters whose name contains 'bias' (as released: both 1e-4).
 _C.SOLVER.WEIGHT_DECAY = 1e-4
-# Linear warm-up length (epochs) and its starting learning rate.
+_C.SOLVER.WEIGHT_DECAY_BIAS = 1e-4
+# Which parameters decay: 'all' (every trained parameter, norms, biases and embeddings included, as released) |
+# 'weights' (none on norms, biases, PReLU slopes, GeM p and the position/class/camera embeddings).
+_C.SOLVER.WEIGHT_DECAY_ON = "all"
+# Stop training the parameters whose gradient is zero by construction (the LRU point-wise conv biases, the MFU
+# key-LayerNorm biases, the last HTM's output biases, the ViT's final LayerNorm bias). Released: trained (under
+# weight decay they shrink towards 0). Worth it with AdamW, which turns their rounding noise into steps.
+_C.SOLVER.FREEZE_GRADIENT_FREE = False
+# LR schedule: 'release' (timm cosine over all MAX_EPOCHS counted from epoch 0, the linear warm-up laid over its
+# first WARMUP_EPOCHS, epoch E trains at lr(E); each parameter group warms up from WARMUP_LR_INIT to its own
+# peak and ends at MIN_LR) | 'paper_text' (warm-up as a prefix, then cosine over the remaining epochs, epoch E
+# trains at lr(E - 1); biases at BIAS_LR_FACTOR x the base LR throughout).
+_C.SOLVER.SCHEDULE = "release"
+# Linear warm-up length (epochs) and its starting learning rate (released: 0.01 x BASE_LR).
 _C.SOLVER.WARMUP_EPOCHS = 10
-_C.SOLVER.WARMUP_LR_INIT = 5e-4
-# Learning rate at the end of the cosine decay.
-_C.SOLVER.MIN_LR = 1.6e-5
+_C.SOLVER.WARMUP_LR_INIT = 5e-5
+# Learning rate at the end of the cosine decay (released: 0.002 x BASE_LR).
+_C.SOLVER.MIN_LR = 1e-5
 # Global batch size (all processes together): P x K.
 _C.SOLVER.IMS_PER_BATCH = 128
 # Triplet margin: 0 = soft margin log(1 + exp(d_ap - d_an)) (Eq. 11); > 0 = hinge with this margin.
 _C.SOLVER.MARGIN = 0.0
-# Mixed precision: 'auto' (bf16 on GPUs with native bfloat16, fp16 + GradScaler on other GPUs, off on CPU) |
-# 'fp16' | 'bf16' | 'off'.
+# Mixed precision: 'auto' (fp16 autocast + GradScaler on a GPU, as released; off on CPU) | 'fp16' | 'bf16'
+# (bfloat16 autocast, no scaler: no overflow, on Ampere and newer GPUs or CPUs with bfloat16 instructions) | 'off'.
 _C.SOLVER.AMP = "auto"
 # Clip the gradient norm at this value (0 = no clipping).
 _C.SOLVER.GRAD_CLIP = 0.0

@@ -1,7 +1,7 @@
 """Image augmentation of the paper (Sec. IV-B), as torchvision transforms on RGB ``PIL.Image``s.
 
 Train: resize, random horizontal flip, zero padding + random crop back to the size, to tensor,
-normalise, random erasing with per-pixel Gaussian noise (area 0.02-1/3, aspect 0.3-3.3).
+normalise, random erasing with per-pixel Gaussian noise (area 0.02-1/3, aspect 0.3-1/0.3).
 Test: resize, to tensor, normalise. Randomness comes from torch's RNG only (seeded per loader/worker,
 see ``datasets.loader``).
 """
@@ -11,7 +11,7 @@ from torchvision.transforms import InterpolationMode
 
 # Random erasing as the authors' released configuration sets it (docs/PAPER.md, "Augmentation").
 ERASE_SCALE = (0.02, 1.0 / 3.0)
-ERASE_RATIO = (0.3, 3.3)
+ERASE_RATIO = (0.3, 1.0 / 0.3)
 
 
 def build_transforms(cfg: CfgNode, is_train: bool = True) -> T.Compose:

@@ -156,6 +156,8 @@ class Trainer:
         self.num_query = num_query
         self.test_sets = tuple(test_sets or (TestSet(evaluated_dataset_names(cfg)[0], val_loader, num_query, 0),))
         self.device = device
+        # images reach the model in its parameters' dtype: float32 as a rule, float64 for reference runs
+        self.input_dtype = next(model.parameters()).dtype
         self.amp = resolve_amp(cfg.SOLVER.AMP, device)
         self.scaler = make_grad_scaler(self.amp)
         if cfg.MODEL.GRAD_CHECKPOINT and torch.device(device).type == "cpu" and return_large_frees_to_os():
@@ -344,7 +346,7 @@ class Trainer:
         Raises:
             NonFiniteLossError: the loss is NaN/inf on some rank (checked before any update).
         """
-        images = images.to(self.device, non_blocking=True)
+        images = images.to(self.device, self.input_dtype, non_blocking=True)
         pids = pids.to(self.device, non_blocking=True)
         camids = camids.to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)

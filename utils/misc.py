@@ -122,13 +122,12 @@ def native_bf16() -> bool:
 def resolve_amp(mode: str, device) -> AmpSettings:
     """``SOLVER.AMP`` for ``device``.
 
-    'auto' is bf16 without a GradScaler on a GPU with native bfloat16 (:func:`native_bf16`, asked of the
-    current CUDA device, which ``resolve_device`` sets: Ampere or newer), fp16 with a GradScaler on other
-    GPUs, and off on CPU. 'fp16' is fp16 with a GradScaler (CUDA); 'bf16' is bfloat16 autocast without a
-    scaler (on CUDA, fp16 with a warning where the GPU has no bfloat16 at all; on CPU, CPU autocast, which
-    pays only on CPUs with bfloat16 instructions: benchmarks/bench_train.py measured 2.1x the float32 speed
-    with AVX512-BF16 and 0.71x without); 'off' is float32. 'auto' stays float32 on CPU (the CPU reference
-    numerics), and 'fp16' falls back to float32 there with a warning.
+    'auto' is what the released code trains with: fp16 autocast with a GradScaler on a GPU, and float32 on
+    CPU (the CPU reference numerics). 'fp16' is fp16 with a GradScaler (CUDA; float32 with a warning
+    elsewhere); 'bf16' is bfloat16 autocast without a scaler (on CUDA, fp16 with a warning where the GPU has
+    no bfloat16 at all; on CPU, CPU autocast, which pays only on CPUs with bfloat16 instructions:
+    benchmarks/bench_train.py measured 2.1x the float32 speed with AVX512-BF16 and 0.71x without);
+    'off' is float32.
     """
     device = torch.device(device)
     if mode not in ("auto", "fp16", "bf16", "off"):
@@ -139,9 +138,7 @@ def resolve_amp(mode: str, device) -> AmpSettings:
         if mode in ("fp16", "bf16"):
             logger.warning("SOLVER.AMP=%s needs CUDA; running in float32 on %s", mode, device.type)
         return AmpSettings(None, False, device.type)
-    if mode == "auto":
-        mode = "bf16" if native_bf16() else "fp16"
-    if mode == "fp16":
+    if mode in ("auto", "fp16"):
         return AmpSettings(torch.float16, True, "cuda")
     if mode == "bf16":
         if not torch.cuda.is_bf16_supported():
