@@ -59,6 +59,7 @@ CHOICES = {
     "DATASETS.NAMES": _registered_datasets,
     "DATASETS.TEST_NAMES": _registered_datasets,
     "MODEL.FUSION.INIT": ("pytorch", "trunc_normal"),
+    "MODEL.TRIPLET_BATCH": ("global", "per_process"),
     "DATALOADER.SAMPLER": ("identity", "balanced_identity", "random"),
     "SOLVER.SCHEDULE": ("release", "paper_text"),
     "SOLVER.WEIGHT_DECAY_ON": ("all", "weights"),

@@ -26,8 +26,13 @@ _C.MODEL.ID_LOSS_WEIGHT = 1.0
 _C.MODEL.TRIPLET_LOSS_WEIGHT = 1.0
 # Label-smoothing epsilon of the ID loss (0 = plain cross-entropy).
 _C.MODEL.LABEL_SMOOTH = 0.1
-# Convert BatchNorm layers to SyncBatchNorm under DDP.
-_C.MODEL.SYNC_BN = False
+# Under DDP, where the batch-hard triplet loss mines: 'global' (among the features of every process, gathered
+# with their gradients: N processes x B/N images train as one process on B, as the release did on one GPU) |
+# 'per_process' (among this process's B/N images only).
+_C.MODEL.TRIPLET_BATCH = "global"
+# Convert BatchNorm layers to SyncBatchNorm under DDP on CUDA (statistics over the whole batch, as on one GPU;
+# PyTorch's SyncBatchNorm is CUDA-only: on CPU each process keeps its own, with a warning).
+_C.MODEL.SYNC_BN = True
 # Activation checkpointing: recompute the transformer blocks, each ResNet residual block and the HTM layers in the
 # backward pass instead of keeping their activations (less memory, more time; same gradients and BatchNorm
 # statistics as without it).

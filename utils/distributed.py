@@ -149,6 +149,32 @@ def all_gather_variable(tensor):
     return [buf[:n].to(tensor.device) for buf, n in zip(buffers, sizes)]
 
 
+class _AllGatherWithGrad(torch.autograd.Function):
+    """Concatenation of every rank's equal-sized tensor along dim 0; the backward hands each rank the sum over
+    all ranks of the gradient of its own slice (every rank's loss may depend on every slice)."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        ctx.rank, ctx.rows = dist.get_rank(), tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # all-reduce, not reduce-scatter: gloo has no reduce-scatter
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
+def all_gather_with_grad(tensor):
+    """Every rank's ``tensor`` (the same shape on every rank) concatenated along dim 0 in rank order, with
+    gradients flowing back to the rank each slice came from; ``tensor`` itself without a process group."""
+    if not is_dist():
+        return tensor
+    return _AllGatherWithGrad.apply(tensor)
+
+
 def all_gather_cat(tensor):
     """:func:`all_gather_variable` concatenated along dim 0 in rank order."""
     return torch.cat(all_gather_variable(tensor), dim=0)
