@@ -6,6 +6,7 @@ implements ``layout_problem(path)`` and ``load_splits(path)``, and registers its
 ``@register_dataset(name)``. :class:`TrainingUnion` joins the training splits of several datasets
 (``DATASETS.NAMES`` a list) with identities and cameras that never collide.
 """
+import hashlib
 import logging
 import os
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -39,6 +40,16 @@ def split_statistics(records: Sequence[ImageRecord]) -> Dict[str, int]:
     }
 
 
+def records_sha256(records: Sequence[ImageRecord], folder: str) -> str:
+    """SHA-256 over the sorted ``relative path, pid, camid`` lines of ``records`` (paths relative to ``folder``,
+    '/'-separated): the same list of images and labels gives the same hash on any machine and in any order."""
+    lines = sorted(f"{os.path.relpath(r.path, folder).replace(os.sep, '/')},{r.pid},{r.camid}" for r in records)
+    digest = hashlib.sha256()
+    for line in lines:
+        digest.update(line.encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
 def relabel_pids(records: Sequence[ImageRecord]) -> List[ImageRecord]:
     """The records with pids mapped to 0..N-1 in sorted order of the original pids."""
     label_of = {pid: label for label, pid in enumerate(sorted({r.pid for r in records}))}
@@ -62,6 +73,7 @@ class ReIDDataset:
     folder_names = ()      # folder names looked for under the root, in order of preference
     expected_tree = ""     # shown when no folder with the right layout is found
     published = {}         # split -> {'ids'/'images'/'cameras': count}; compared with what was read
+    release_name = None    # the standard split whose counts ``published`` gives (e.g. 'Market-1501 v15.09.15')
 
     def __init__(self, root: str, cfg: Optional[CfgNode] = None):
         self.root = root
@@ -78,6 +90,7 @@ class ReIDDataset:
         self.num_train_pids = len({r.pid for r in self.train})
         self.num_train_cams = len({r.camid for r in self.train})
         self.num_cams = 1 + max(r.camid for records in (self.train, query, gallery) for r in records)
+        self._fingerprint = None
         self.log_statistics()
 
     # ------------------------------------------------------------------ to implement per dataset
@@ -118,8 +131,32 @@ class ReIDDataset:
         """``{split: {'ids', 'images', 'cameras'}}`` of the loaded splits."""
         return {split: split_statistics(getattr(self, split)) for split in SPLITS}
 
+    def standard_split(self) -> Optional[str]:
+        """The name of the standard split these splits are (their counts are the published ones), or None."""
+        if not self.published or not self.release_name:
+            return None
+        stats = self.statistics()
+        matches = all(stats[split][key] == value for split, counts in self.published.items()
+                      for key, value in counts.items())
+        return self.release_name if matches else None
+
+    def fingerprint(self) -> Dict[str, object]:
+        """What was read, as ``provenance.datasets.<name>`` records it: ``fingerprint`` (SHA-256 over the three
+        splits' hashes), ``standard_split`` (None: matches no standard split), ``folder`` and per split
+        ``{'images', 'ids', 'cameras', 'sha256'}`` (:func:`records_sha256`, paths relative to the folder)."""
+        if self._fingerprint is None:
+            stats = self.statistics()
+            splits = {split: {"images": stats[split]["images"], "ids": stats[split]["ids"],
+                              "cameras": stats[split]["cameras"],
+                              "sha256": records_sha256(getattr(self, split), self.dataset_dir)} for split in SPLITS}
+            whole = hashlib.sha256("".join(splits[split]["sha256"] for split in SPLITS).encode("ascii")).hexdigest()
+            self._fingerprint = {"fingerprint": whole, "standard_split": self.standard_split(),
+                                 "folder": os.path.abspath(self.dataset_dir), "splits": splits}
+        return self._fingerprint
+
     def log_statistics(self) -> None:
-        """Log the statistics table, and a warning for every count that differs from the published one."""
+        """Log the statistics table and the fingerprint, a warning for every count that differs from the published
+        one, and one warning when the splits of a standard dataset match no standard split."""
         stats = self.statistics()
         lines = [f"{self.name} ({self.dataset_dir})",
                  f"  {'split':<8} | {'ids':>6} | {'images':>7} | {'cameras':>7}",
@@ -133,6 +170,13 @@ class ReIDDataset:
                 if stats[split][key] != value:
                     logger.warning("%s: the %s split has %d %s, the published count is %d",
                                    self.name, split, stats[split][key], key, value)
+        fp = self.fingerprint()
+        logger.info("%s: fingerprint %s (%s)", self.name, fp["fingerprint"][:16],
+                    fp["standard_split"] or "not a standard split")
+        if self.release_name and fp["standard_split"] is None:
+            logger.warning("%s: these splits match no standard split (%s has the published counts): another "
+                           "version or an already-split copy gives results that are not the paper's",
+                           self.name, self.release_name)
 
 
 class Offsets(NamedTuple):

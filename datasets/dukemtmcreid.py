@@ -9,6 +9,7 @@ class DukeMTMCreID(MarketLayoutDataset):
 
     folder_names = ("DukeMTMC-reID", "dukemtmcreid", "dukemtmc-reid")
     example_name = "0001_c2_f0046182.jpg"
+    release_name = "DukeMTMC-reID"
     published = {
         "train": {"ids": 702, "images": 16522, "cameras": 8},
         "query": {"images": 2228, "cameras": 8},

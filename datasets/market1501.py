@@ -79,6 +79,7 @@ class Market1501(MarketLayoutDataset):
     """Market-1501: 751 training identities, 6 cameras."""
 
     folder_names = ("Market-1501-v15.09.15", "market1501", "Market-1501")
+    release_name = "Market-1501 v15.09.15"
     published = {
         "train": {"ids": 751, "images": 12936, "cameras": 6},
         "query": {"images": 3368, "cameras": 6},

@@ -96,11 +96,19 @@ class MSMT17(ReIDDataset):
                      "      train/ test/                 (V2: mask_train_v2/ mask_test_v2/)\n"
                      "      list_train.txt list_val.txt list_query.txt list_gallery.txt\n"
                      "          lines: 0000/0000_000_01_0303morning_0015_0.jpg 0")
+    release_name = "MSMT17 (train + val merged)"
     published = {
         "train": {"ids": 1041, "images": 32621, "cameras": 15},
         "query": {"images": 11659, "cameras": 15},
         "gallery": {"images": 82161, "cameras": 15},
     }
+
+    def standard_split(self) -> Optional[str]:
+        """'MSMT17 V1 (train + val merged)' or 'MSMT17 V2 (...)' (blurred faces) when the counts are the
+        published ones; the paper's numbers are on V1."""
+        if super().standard_split() is None:
+            return None
+        return f"MSMT17 {msmt_version(self.dataset_dir)} (train + val merged)"
 
     def layout_problem(self, path: str) -> Optional[str]:
         problems = []

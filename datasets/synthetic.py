@@ -24,6 +24,7 @@ class SyntheticReID(MarketLayoutDataset):
         self.params = SyntheticParams.from_cfg(cfg if cfg is not None else get_cfg_defaults())
         ensure_generated(os.path.join(root, SYNTHETIC_FOLDER), self.params)
         self.published = self.params.expected_statistics()
+        self.release_name = f"synthetic (generated, seed {self.params.seed})"
         super().__init__(root, cfg)
 
     def find_dataset_dir(self, root: str) -> str:
