@@ -47,6 +47,7 @@ class DataLoaders(NamedTuple):
     num_classes: int                  # training identities, summed over the datasets (the ID classifiers' size)
     num_cams: int                     # camera ids, summed over the training datasets (the camera embedding's size)
     test_sets: Tuple[TestSet, ...]    # every test set, in DATASETS.TEST_NAMES order (default: DATASETS.NAMES)
+    fingerprints: Dict[str, Dict] = {}  # every dataset read -> ReIDDataset.fingerprint() (provenance.datasets)
 
 
 class ImageDataset(Dataset):
@@ -209,4 +210,5 @@ def make_dataloader(cfg: CfgNode, rank: Optional[int] = None, world_size: Option
         test_sets.append(TestSet(name, val_loader, len(dataset.query), None if offsets is None else offsets.camid))
     first = test_sets[0]
     return DataLoaders(train_loader=train_loader, val_loader=first.loader, num_query=first.num_query,
-                       num_classes=union.num_train_pids, num_cams=union.num_cams, test_sets=tuple(test_sets))
+                       num_classes=union.num_train_pids, num_cams=union.num_cams, test_sets=tuple(test_sets),
+                       fingerprints={name: dataset.fingerprint() for name, dataset in datasets.items()})
