@@ -30,6 +30,7 @@ from utils.distributed import get_world_size, is_main_process, main_process_firs
 from utils.errors import cli_entry  # noqa: E402
 from utils.misc import resolve_amp  # noqa: E402
 from utils.output_files import TEST_RESULTS_FILE  # noqa: E402
+from utils.protocol import sha256_file  # noqa: E402
 from utils.provenance import collect_provenance, command_line, wall_times  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,9 @@ def main(argv=None):
                     format_metrics(metrics), seconds)
         if is_main_process():
             provenance = dict(collect_provenance(device, amp, get_world_size(), command_line(argv, __file__)),
-                              wall_time_s=wall_times(None, seconds, seconds))
+                              wall_time_s=wall_times(None, seconds, seconds), datasets=dict(data.fingerprints),
+                              weight={"path": os.path.abspath(cfg.TEST.WEIGHT),
+                                      "sha256": sha256_file(cfg.TEST.WEIGHT)})
             results = dict(metrics, weight=cfg.TEST.WEIGHT, feat=cfg.TEST.FEAT, neck_feat=cfg.TEST.NECK_FEAT,
                            provenance=provenance)
             write_results(cfg.OUTPUT_DIR, results, name=TEST_RESULTS_FILE)
