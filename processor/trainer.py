@@ -1,11 +1,13 @@
 """The training loop: AMP, gradient clipping, DDP, periodic evaluation and checkpoints, resume.
 
 One epoch (1-based ``epoch``) is: reseed every RNG with ``epoch_seed(SOLVER.SEED, epoch, rank)``,
-``sampler.set_epoch(epoch)``, ``scheduler.step(epoch - 1)`` (timm convention: the LR of the 0-based
-epoch about to run), then the iterations. After it: evaluation every ``SOLVER.EVAL_PERIOD`` epochs
-and at the end, then a checkpoint every ``SOLVER.CHECKPOINT_PERIOD`` epochs and at the end. Because
-an epoch depends only on the weights/optimizer/scheduler state and (seed, epoch), a run resumed from
-the checkpoint of epoch k ends with exactly the weights of an uninterrupted run (on CPU).
+``sampler.set_epoch(epoch)``, ``solver.start_epoch(scheduler, epoch)`` (every group's LR set to the one the
+epoch trains at: ``solver.scheduler.epoch_t`` decides which scheduler time that is, per SOLVER.SCHEDULE), then
+the iterations; the LR logged (log lines, tqdm, TensorBoard ``train/lr`` of the 'weights' group and
+``train/lr/<group>`` of every group) is the LR the optimizer steps with. After it: evaluation every
+``SOLVER.EVAL_PERIOD`` epochs and at the end, then a checkpoint every ``SOLVER.CHECKPOINT_PERIOD`` epochs and
+at the end. Because an epoch depends only on the weights/optimizer/scheduler state and (seed, epoch), a run
+resumed from the checkpoint of epoch k ends with exactly the weights of an uninterrupted run (on CPU).
 
 :func:`build_trainer` assembles a :class:`Trainer` from a config (data, model, loss, optimizer, scheduler);
 ``train_net.py`` is that plus the command line.
@@ -29,6 +31,7 @@ from configs.config import evaluated_dataset_names
 from datasets.loader import TestSet
 from loss.reid_loss import id_accuracy_tensor
 from model.backbones.weights import load_checked, strip_prefix
+from solver.scheduler import base_group_index, start_epoch
 from utils import return_large_frees_to_os
 from utils.compile import maybe_compile
 from utils.checkpoint import (TRAINING_KEYS, CheckpointError, atomic_torch_save, atomic_write_text,
@@ -91,15 +94,27 @@ class AverageMeter:
         return self.total / max(self.count, 1)
 
 
+def group_lrs(optimizer: torch.optim.Optimizer) -> "OrderedDict[str, float]":
+    """The LR each group of ``optimizer`` steps with now, by group name (``group<i>`` for unnamed groups)."""
+    return OrderedDict((g.get("name") or f"group{i}", float(g["lr"])) for i, g in enumerate(optimizer.param_groups))
+
+
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
-    """The base learning rate: the first group's LR divided by its ``lr_scale`` (timm convention)."""
-    group = optimizer.param_groups[0]
-    return group["lr"] / group.get("lr_scale", 1.0)
+    """The base LR the optimizer steps with now: that of the 'weights' group (else the first group)."""
+    return float(optimizer.param_groups[base_group_index(optimizer)]["lr"])
+
+
+def lr_text(optimizer: torch.optim.Optimizer) -> str:
+    """``lr <base>`` and, with several groups, ``(<group> <lr>, ...)`` of the others, as logged."""
+    base = base_group_index(optimizer)
+    others = [f"{name} {v:.4e}" for i, (name, v) in enumerate(group_lrs(optimizer).items()) if i != base]
+    return f"lr {current_lr(optimizer):.4e}" + (f" ({', '.join(others)})" if others else "")
 
 
 def _set_sampler_epoch(loader, epoch):
-    """``set_epoch(epoch)`` on the loader's sampler/batch sampler, whichever has it."""
-    for obj in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)):
+    """``set_epoch(epoch)`` on the loader's sampler/batch sampler, whichever has it, and on the loader itself
+    when it has one (an iterable of batches that draws them per epoch)."""
+    for obj in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None), loader):
         if obj is not None and hasattr(obj, "set_epoch"):
             obj.set_epoch(epoch)
 
@@ -131,7 +146,7 @@ class Trainer:
         cfg: the frozen config.
         model: the model, already on ``device`` (SyncBN converted if wanted), not yet DDP-wrapped.
         loss_fn: ``(outputs, pids) -> (total, terms)`` (see ``loss.build_loss``).
-        optimizer, scheduler: from ``solver``; the scheduler is stepped with ``step(epoch_index)``.
+        optimizer, scheduler: from ``solver``; the scheduler is stepped with ``solver.start_epoch``.
         train_loader, val_loader, num_query: from ``datasets.make_dataloader``.
         device: ``torch.device`` of this process.
         test_sets: every test set (``DataLoaders.test_sets``); default: one, ``val_loader`` with
@@ -250,6 +265,7 @@ class Trainer:
         self.eval_seconds_last = times.get("eval_last")
         self.eval_seconds_total = float(times.get("eval_total") or 0.0)
         self.start_epoch = int(ckpt["epoch"]) + 1
+        start_epoch(self.scheduler, self.start_epoch)  # the optimizer at the LR of the epoch to come
         logger.info("resumed from %s (epoch %d); continuing at epoch %d", path, ckpt["epoch"], self.start_epoch)
 
     # -------------------------------------------------------------------- loop
@@ -294,7 +310,7 @@ class Trainer:
         cfg = self.cfg
         set_seed(epoch_seed(cfg.SOLVER.SEED, epoch, get_rank()))
         _set_sampler_epoch(self.train_loader, epoch)
-        self.scheduler.step(epoch - 1)
+        start_epoch(self.scheduler, epoch)
         self.net.train()
         meters = OrderedDict(loss=AverageMeter(), acc=AverageMeter())
         num_iters = len(self.train_loader)
@@ -311,7 +327,7 @@ class Trainer:
             meters["acc"].update(acc, images.shape[0])
             for name, value in terms.items():
                 meters.setdefault(name, AverageMeter()).update(value, images.shape[0])
-            lr = current_lr(self.optimizer)
+            lrs, lr = group_lrs(self.optimizer), current_lr(self.optimizer)  # those the step just used
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", lr=f"{lr:.2e}", img_s=f"{speed:.0f}", refresh=False)
             step = (epoch - 1) * num_iters + it
             if self.writer is not None:
@@ -320,14 +336,16 @@ class Trainer:
                     self.writer.add_scalar(f"loss/{name}", value, step)
                 self.writer.add_scalar("train/id_acc", acc, step)
                 self.writer.add_scalar("train/lr", lr, step)
+                for name, value in lrs.items():
+                    self.writer.add_scalar(f"train/lr/{name}", value, step)
             if cfg.SOLVER.LOG_PERIOD and it % cfg.SOLVER.LOG_PERIOD == 0:
-                logger.info("epoch %d/%d iter %d/%d: loss %.3f, acc %.3f, lr %.2e, %.0f images/s", epoch,
-                            self.max_epochs, it, num_iters, meters["loss"].avg, meters["acc"].avg, lr, speed)
+                logger.info("epoch %d/%d iter %d/%d: loss %.3f, acc %.3f, %s, %.0f images/s", epoch, self.max_epochs,
+                            it, num_iters, meters["loss"].avg, meters["acc"].avg, lr_text(self.optimizer), speed)
         bar.close()
         elapsed = time.perf_counter() - t0
         speed = images_seen / max(elapsed, 1e-9)
-        logger.info("epoch %d/%d: loss %.3f, acc %.3f, lr %.2e, %.1fs, %.0f images/s", epoch, self.max_epochs,
-                    meters["loss"].avg, meters["acc"].avg, current_lr(self.optimizer), elapsed, speed)
+        logger.info("epoch %d/%d: loss %.3f, acc %.3f, %s, %.1fs, %.0f images/s", epoch, self.max_epochs,
+                    meters["loss"].avg, meters["acc"].avg, lr_text(self.optimizer), elapsed, speed)
         if self.writer is not None:
             self.writer.add_scalar("train/images_per_sec", speed, epoch)
             self.writer.add_scalar("train/epoch_loss", meters["loss"].avg, epoch)

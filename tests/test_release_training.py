@@ -191,8 +191,9 @@ def test_three_sgd_steps_move_every_parameter_as_the_release():
     moved = {n: ours[n].detach() - start[n] for n in ours}
     ref_moved = {n: ref[n].detach() - start[n] for n in ref}
     _assert_close_per_tensor(moved, ref_moved, 1e-9, "parameter updates")
-    for name, buf in reference.named_buffers():
-        assert torch.equal(dict(model.named_buffers())[name], buf), name
+    # BatchNorm statistics: the forwards of steps 2 and 3 see weights equal to rounding (the update's operation
+    # order differs from torch's SGD by an ulp), so equal to rounding too
+    _assert_close_per_tensor(dict(model.named_buffers()), dict(reference.named_buffers()), 1e-9, "buffers")
     # every trainable parameter moved, the gradient-free ones by the weight decay alone
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert all("bias" in n for n in frozen), frozen  # BNNeck biases, frozen in the release too

@@ -1,8 +1,9 @@
 """Smoke runs: SOLVER.MAX_EPOCHS 1 and 2 work with every shipped YAML.
 
-A warm-up that does not fit the run is clipped to MAX_EPOCHS - 1 epochs with one warning
-(solver.scheduler.warmup_epochs); evaluation and the checkpoint still happen at the last epoch when
-EVAL_PERIOD / CHECKPOINT_PERIOD are longer than the run.
+A warm-up that does not fit the run is, under SOLVER.SCHEDULE paper_text, clipped to MAX_EPOCHS - 1 epochs with
+one warning (solver.scheduler.warmup_epochs); under release it is kept (as the released code runs it) with one
+warning; evaluation and the checkpoint still happen at the last epoch when EVAL_PERIOD / CHECKPOINT_PERIOD are
+longer than the run.
 """
 import glob
 import json
@@ -17,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from configs import load_cfg
-from solver import build_optimizer, build_scheduler, epoch_lr
+from solver import build_optimizer, build_scheduler, epoch_lr, start_epoch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 YAMLS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yml"), recursive=True))
@@ -41,25 +42,32 @@ def test_short_schedule_of_every_yaml(path, max_epochs, caplog):
     with caplog.at_level(logging.WARNING, logger="solver.scheduler"):
         scheduler = build_scheduler(cfg, optimizer)
     warnings = clip_warnings(caplog)
-    used = min(s.WARMUP_EPOCHS, max_epochs - 1)
-    assert scheduler.warmup_t == used and scheduler.t_initial == max_epochs - used
-    if s.WARMUP_EPOCHS >= max_epochs:
+    release = s.SCHEDULE == "release"
+    used = s.WARMUP_EPOCHS if release else min(s.WARMUP_EPOCHS, max_epochs - 1)
+    assert scheduler.warmup_t == used
+    assert scheduler.t_initial == (max_epochs if release else max_epochs - used)
+    if s.WARMUP_EPOCHS >= max_epochs and (s.WARMUP_EPOCHS or not release):
         assert len(warnings) == 1, [r.getMessage() for r in warnings]
         message = warnings[0].getMessage()
         assert f"SOLVER.WARMUP_EPOCHS ({s.WARMUP_EPOCHS})" in message
-        assert f"SOLVER.MAX_EPOCHS ({max_epochs})" in message and f"using {used} warm-up" in message
+        assert f"SOLVER.MAX_EPOCHS ({max_epochs})" in message
+        assert ("kept as the released code" if release else f"using {used} warm-up") in message
     else:
         assert warnings == []
-    # driven as the trainer does: step(epoch - 1) at the start of every epoch
+    # driven as the trainer does: solver.start_epoch at the start of every epoch
     lrs = []
     for epoch in range(1, max_epochs + 1):
-        scheduler.step(epoch - 1)
-        group = optimizer.param_groups[0]
-        lr = group["lr"] / group.get("lr_scale", 1.0)
+        start_epoch(scheduler, epoch)
+        lr = optimizer.param_groups[0]["lr"]  # the 'weights' group: BASE_LR is its peak
+        assert optimizer.param_groups[0]["name"] == "weights"
         assert math.isfinite(lr) and lr > 0, (epoch, lr)
         assert lr == pytest.approx(epoch_lr(scheduler, epoch))
         lrs.append(lr)
-    if s.WARMUP_EPOCHS >= max_epochs - 1:  # clipped (or exactly fitting): the last epoch is at the peak
+    if release:  # timm's cosine over MAX_EPOCHS from t = 0, the warm-up laid over it, epoch E at t = E
+        w, t = s.WARMUP_EPOCHS, max_epochs
+        assert lrs[-1] == pytest.approx(s.WARMUP_LR_INIT + t * (s.BASE_LR - s.WARMUP_LR_INIT) / w if t < w
+                                        else s.MIN_LR)
+    elif s.WARMUP_EPOCHS >= max_epochs - 1:  # clipped (or exactly fitting): the last epoch is at the peak
         assert lrs[-1] == pytest.approx(s.BASE_LR)
         if max_epochs == 2:
             assert lrs[0] == pytest.approx(s.WARMUP_LR_INIT)
@@ -67,6 +75,7 @@ def test_short_schedule_of_every_yaml(path, max_epochs, caplog):
 
 def test_warmup_shorter_than_the_run_is_kept(caplog):
     cfg = load_cfg(QUICKSTART, ["SOLVER.MAX_EPOCHS", "6", "SOLVER.WARMUP_EPOCHS", "3"])
+    assert cfg.SOLVER.SCHEDULE == "paper_text"
     with caplog.at_level(logging.WARNING, logger="solver.scheduler"):
         scheduler = build_scheduler(cfg, torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0))
     assert clip_warnings(caplog) == [] and scheduler.warmup_t == 3 and scheduler.t_initial == 3
