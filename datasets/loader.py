@@ -15,7 +15,8 @@ from .base import ImageRecord, ReIDDataset, TrainingUnion, split_statistics
 from .errors import DatasetError
 from .image_io import DEFAULT_DECODER, read_image
 from .registry import build_dataset
-from .samplers import ContiguousShardSampler, RandomIdentitySampler, RandomShuffleSampler, distributed_rank_and_size
+from .samplers import (BalancedIdentitySampler, ContiguousShardSampler, RandomIdentitySampler, RandomShuffleSampler,
+                       distributed_rank_and_size)
 from .transforms import build_transforms
 
 logger = logging.getLogger(__name__)
@@ -153,11 +154,16 @@ class SeededDataLoader(DataLoader):
 
 def build_train_sampler(cfg: CfgNode, train_records: List[ImageRecord], rank: Optional[int] = None,
                         world_size: Optional[int] = None) -> Sampler:
-    """``RandomIdentitySampler`` (P x K) or ``RandomShuffleSampler`` by ``DATALOADER.SAMPLER``."""
-    if cfg.DATALOADER.SAMPLER == "identity":
-        return RandomIdentitySampler([r.pid for r in train_records], cfg.SOLVER.IMS_PER_BATCH,
-                                     cfg.DATALOADER.NUM_INSTANCE, seed=cfg.SOLVER.SEED, rank=rank,
-                                     world_size=world_size)
+    """The training sampler of ``DATALOADER.SAMPLER``: 'identity' ``RandomIdentitySampler`` (P x K, as released),
+    'balanced_identity' ``BalancedIdentitySampler`` (P x K, every chunk used) or 'random' ``RandomShuffleSampler``."""
+    identity_samplers = {"identity": RandomIdentitySampler, "balanced_identity": BalancedIdentitySampler}
+    if cfg.DATALOADER.SAMPLER in identity_samplers:
+        return identity_samplers[cfg.DATALOADER.SAMPLER](
+            [r.pid for r in train_records], cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_INSTANCE,
+            seed=cfg.SOLVER.SEED, rank=rank, world_size=world_size)
+    if cfg.DATALOADER.SAMPLER != "random":
+        raise DatasetError(f"DATALOADER.SAMPLER = {cfg.DATALOADER.SAMPLER!r} is not one of 'identity', "
+                           f"'balanced_identity', 'random'")
     return RandomShuffleSampler(len(train_records), seed=cfg.SOLVER.SEED, rank=rank, world_size=world_size)
 
 

@@ -25,7 +25,7 @@ def _same_batches(a, b):
 
 
 def test_batches_and_counts(tmp_path):
-    train, val, num_query, num_classes, num_cams, _ = make_dataloader(loader_cfg(tmp_path))
+    train, val, num_query, num_classes, num_cams, *_ = make_dataloader(loader_cfg(tmp_path))
     assert (num_query, num_classes, num_cams) == (6, 3, 3)
     records = train.dataset.records
     batches = list(train)
@@ -67,8 +67,8 @@ def test_augmentation_depends_only_on_seed_and_epoch(tmp_path):
     b = [b[0] for b in second]
     assert _same_batches(a, b)
     first.sampler.set_epoch(1)
-    c = [b[0] for b in first]
-    assert not _same_batches(a, c)
+    c = [b[0] for b in first]   # another epoch: other batches (under 'identity', maybe another number of them)
+    assert c and (len(c) != len(a) or not _same_batches(a, c))
 
 
 def test_augmentation_reproducible_with_a_worker(tmp_path):
