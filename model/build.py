@@ -11,7 +11,9 @@ logger = logging.getLogger(__name__)
 
 
 def build_model(cfg: CfgNode, num_classes: int, num_cams: int) -> FusionReID:
-    """The model of ``cfg.MODEL`` with its pretrained weights (``MODEL.PRETRAIN_CHOICE``)."""
+    """The model of ``cfg.MODEL`` with its pretrained weights (``MODEL.PRETRAIN_CHOICE``); the fusion modules
+    initialised as ``MODEL.FUSION.INIT`` says, the gradient-free parameters frozen when
+    ``SOLVER.FREEZE_GRADIENT_FREE`` is on (``FusionReID.gradient_free_parameter_names``)."""
     model = FusionReID(
         num_classes=num_classes, num_cams=num_cams,
         cnn_name=cfg.MODEL.CNN.NAME, last_stride=cfg.MODEL.CNN.LAST_STRIDE, cnn_pooling=cfg.MODEL.CNN.POOLING,
@@ -25,7 +27,8 @@ def build_model(cfg: CfgNode, num_classes: int, num_cams: int) -> FusionReID:
         mlp_ratio=cfg.MODEL.FUSION.MLP_RATIO, pooling=cfg.MODEL.FUSION.POOLING, gem_p=cfg.MODEL.GEM_P,
         test_feat=cfg.TEST.FEAT, neck_feat=cfg.TEST.NECK_FEAT, feat_norm=cfg.TEST.FEAT_NORM,
         part_norm=cfg.TEST.PART_NORM, t2t_attn_scale=cfg.MODEL.TRANSFORMER.T2T_ATTN_SCALE,
-        t2t_pos_embed=cfg.MODEL.TRANSFORMER.T2T_POS_EMBED, flip=cfg.TEST.FLIP)
+        t2t_pos_embed=cfg.MODEL.TRANSFORMER.T2T_POS_EMBED, flip=cfg.TEST.FLIP, fusion_init=cfg.MODEL.FUSION.INIT,
+        freeze_gradient_free=cfg.SOLVER.FREEZE_GRADIENT_FREE)
     if tuple(cfg.INPUT.SIZE_TEST) != tuple(cfg.INPUT.SIZE_TRAIN) and cfg.MODEL.TRANSFORMER.NAME:
         raise ConfigError(f"INPUT.SIZE_TEST {list(cfg.INPUT.SIZE_TEST)} differs from INPUT.SIZE_TRAIN "
                           f"{list(cfg.INPUT.SIZE_TRAIN)}: the Transformer's position embedding is built for one size")

@@ -7,25 +7,16 @@ from typing import Dict, List, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import Mlp, trunc_normal_, use_fused_attn
+from timm.layers import Mlp, use_fused_attn
 from timm.models.vision_transformer import Block
 
+from .weight_init import trunc_normal_
+
 HTM_ORDERS = ("seu_mfu", "seu", "mfu_seu", "mfu")
+# MODEL.FUSION.INIT: how the LRU and HTM modules start (init_fusion_weights).
+FUSION_INITS = ("pytorch", "trunc_normal")
 
 Tensor = torch.Tensor
-
-
-def freeze_gradient_free(*params: nn.Parameter) -> None:
-    """Stop training parameters whose gradient is zero by construction (a bias that a following
-    normalisation or softmax cancels exactly).
-
-    SGD leaves such a parameter where it starts; Adam/AdamW divide its float rounding noise (1e-11 to
-    1e-7) by the noise's own running RMS and move it by about one learning rate per step in a random
-    direction. Frozen, it keeps its initial (or pretrained) value, which is what it computes with under
-    SGD too. Same reasoning as the frozen BNNeck bias.
-    """
-    for p in params:
-        p.requires_grad_(False)
 
 
 class LocalRefinementUnit(nn.Module):
@@ -43,7 +34,10 @@ class LocalRefinementUnit(nn.Module):
             nn.BatchNorm2d(in_channels), nn.PReLU())  # Eq. 1
         self.pointwise = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 1, bias=True), nn.BatchNorm2d(out_channels), nn.PReLU())  # Eq. 2
-        freeze_gradient_free(self.pointwise[0].bias)  # the BatchNorm right after it subtracts it again
+
+    def gradient_free_parameters(self) -> List[nn.Parameter]:
+        """The point-wise conv bias: the BatchNorm right after it subtracts it again (zero gradient)."""
+        return [self.pointwise[0].bias]
 
     @property
     def shift_invariant(self) -> bool:
@@ -114,8 +108,11 @@ class MutualFusionUnit(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.norm_ffn = nn.LayerNorm(dim)
         self.ffn = Mlp(dim, int(dim * mlp_ratio), dim)
-        # The key LayerNorm's bias shifts every key by the same vector: the softmax over keys cancels it.
-        freeze_gradient_free(self.norm_k.bias)
+
+    def gradient_free_parameters(self) -> List[nn.Parameter]:
+        """The key LayerNorm's bias: it shifts every key by the same vector, which adds the same q.b to every
+        score of a query, and the softmax over keys cancels it (zero gradient)."""
+        return [self.norm_k.bias]
 
     def _heads(self, x: Tensor) -> Tensor:
         """[B, N, D] -> [B, heads, N, head_dim]."""
@@ -167,6 +164,13 @@ class HeterogenousTransmissionModule(nn.Module):
             return [m.ffn.fc2.bias for m in self.mfu.values()]
         return [s.norm.bias for s in self.seu.values()]  # the SEU's final LayerNorm comes last
 
+    def gradient_free_parameters(self, last: bool = False) -> List[nn.Parameter]:
+        """The MFUs' key-LayerNorm biases and, for the ``last`` layer, its :meth:`output_biases` (the features
+        f'_(c,L), f'_(t,L) go to the BNNeck and the triplet distances, which both ignore a common shift)."""
+        mfus = self.mfu.values() if self.mfu is not None else ()
+        params = [p for m in mfus for p in m.gradient_free_parameters()]
+        return params + (self.output_biases() if last else [])
+
     def forward(self, global_cnn: Tensor, local_cnn: Tensor, global_trans: Tensor, local_trans: Tensor,
                 attention: Optional[Dict[str, Tensor]] = None) -> Tuple[Tensor, Tensor]:
         """Globals [B, D], locals [B, N_branch, D] -> (new global_cnn, new global_trans).
@@ -203,8 +207,19 @@ class HeterogenousTransmissionModule(nn.Module):
         return tuple(encode(b, m[b])[:, 0] for b in ("cnn", "transformer"))
 
 
-def init_fusion_weights(module: nn.Module) -> None:
-    """Transformer-style initialisation for the fusion modules (truncated normal linears, unit norms)."""
+def init_fusion_weights(module: nn.Module, init: str = "pytorch") -> None:
+    """Initialise the fusion modules (LRU, HTM) in ``module`` as ``MODEL.FUSION.INIT`` says.
+
+    'pytorch' (as released): nothing to do, every layer keeps the default initialisation it was built with
+    (Linear/Conv2d weights kaiming-uniform(a=sqrt(5)), i.e. U(+-1/sqrt(fan_in)), biases U(+-1/sqrt(fan_in)),
+    LayerNorm/BatchNorm 1 and 0, PReLU 0.25). Call it on freshly built modules only.
+    'trunc_normal' (transformer style): Linear weights truncated normal std 0.02 within +-2 std
+    (``model.weight_init``) and zero biases, convolutions kaiming-normal fan-out with zero biases, norms 1 and 0.
+    """
+    if init not in FUSION_INITS:
+        raise ValueError(f"MODEL.FUSION.INIT must be one of {FUSION_INITS}, got {init!r}")
+    if init == "pytorch":
+        return
     for m in module.modules():
         if isinstance(m, nn.Linear):
             trunc_normal_(m.weight, std=0.02)

@@ -1,7 +1,7 @@
 """FusionReID (Fig. 2): Dual-branch Feature Extraction + Dual-attention Mutual Fusion + six supervised features."""
 import logging
 from collections import OrderedDict
-from typing import Dict, Mapping, Optional, Sequence, Set, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Set, Union
 
 import torch
 import torch.nn as nn
@@ -12,7 +12,7 @@ from utils.errors import ConfigError
 from .backbones import Backbone, BackboneOutput, build_cnn, build_transformer
 from .backbones.weights import load_checked, read_state_dict, strip_prefix
 from .checkpointing import checkpoint, checkpointing_active
-from .fusion import HeterogenousTransmissionModule, LocalRefinementUnit, freeze_gradient_free, init_fusion_weights
+from .fusion import HeterogenousTransmissionModule, LocalRefinementUnit, init_fusion_weights
 from .heads import BNNeckHead, FeatureOutput
 from .pooling import at_least_float32, build_pooling
 
@@ -38,7 +38,8 @@ class FusionReID(nn.Module):
                  htm_order: str = "seu_mfu", share_seu: bool = True, share_mfu: bool = False, num_heads: int = 12,
                  mlp_ratio: float = 4.0, pooling: str = "gem", gem_p: float = 3.0, test_feat: str = "all",
                  neck_feat: str = "before", feat_norm: bool = True, part_norm: bool = False,
-                 t2t_attn_scale: str = "head_dim", t2t_pos_embed: str = "checkpoint", flip: bool = False):
+                 t2t_attn_scale: str = "head_dim", t2t_pos_embed: str = "checkpoint", flip: bool = False,
+                 fusion_init: str = "pytorch", freeze_gradient_free: bool = False):
         super().__init__()
         if htm_layers and not (cnn_name and transformer_name):
             raise ConfigError("MODEL.FUSION.HTM_LAYERS > 0 fuses two branches: set both MODEL.CNN.NAME and "
@@ -69,16 +70,9 @@ class FusionReID(nn.Module):
             for _ in range(htm_layers))
         if htm_layers:
             dims["htm_cnn"] = dims["htm_transformer"] = fusion_dim
-        init_fusion_weights(self.lru)
-        init_fusion_weights(self.htm)
-        # Biases that add one constant vector to a supervised feature and to nothing else get no gradient:
-        # the BNNeck's BatchNorm and the triplet distances both ignore a common shift.
-        if len(self.htm):
-            freeze_gradient_free(*self.htm[-1].output_biases())
-        if self.transformer is not None and (not lru or self.lru["transformer"].shift_invariant):
-            # the final norm's bias shifts the class token (-> BNNeck) and the patch tokens (-> the LRU's
-            # per-channel 1x1 depth-wise conv and BatchNorm, which cancel it)
-            freeze_gradient_free(self.transformer.norm.bias)
+        self.fusion_init = fusion_init
+        init_fusion_weights(self.lru, fusion_init)  # MODEL.FUSION.INIT
+        init_fusion_weights(self.htm, fusion_init)
 
         self.feature_dims = OrderedDict((n, dims[n]) for n in FEATURE_NAMES if n in dims)
         self.heads = nn.ModuleDict({n: BNNeckHead(d, num_classes) for n, d in self.feature_dims.items()})
@@ -90,6 +84,45 @@ class FusionReID(nn.Module):
         self.flip = flip
         self.num_classes = num_classes
         self.grad_checkpointing = False
+        if freeze_gradient_free:
+            self.freeze_gradient_free()
+
+    # ------------------------------------------------------------------------------------- gradient-free
+    def gradient_free_parameter_names(self) -> List[str]:
+        """Full names of the parameters whose gradient is zero by construction, in ``named_parameters`` order:
+
+        - the LRU point-wise conv biases (the BatchNorm right after each subtracts it again);
+        - the MFU key-LayerNorm biases (the softmax over keys cancels a shift common to all keys);
+        - the biases added last to the final HTM's two global tokens, and the Transformer's final LayerNorm
+          bias when its tokens reach nothing that sees a common shift (the class token goes to a BNNeck and
+          the triplet distances, which both ignore it; the patch tokens to the LRU, whose per-channel 1x1
+          depth-wise conv and BatchNorm cancel it): biases that add one constant vector to a supervised
+          feature and to nothing else.
+
+        Nine with the default architecture (2 + 4 + 2 + 1). The BNNeck biases are not listed (always frozen).
+        The release trains them all (under weight decay they shrink); ``SOLVER.FREEZE_GRADIENT_FREE`` freezes
+        them (:meth:`freeze_gradient_free`).
+        """
+        params = [p for unit in self.lru.values() for p in unit.gradient_free_parameters()]
+        for k, layer in enumerate(self.htm):
+            params += layer.gradient_free_parameters(last=k == len(self.htm) - 1)
+        if self.transformer is not None and ("transformer" not in self.lru or self.lru["transformer"].shift_invariant):
+            params.append(self.transformer.norm.bias)
+        ids = {id(p) for p in params}
+        return [n for n, p in self.named_parameters() if id(p) in ids]
+
+    def freeze_gradient_free(self, freeze: bool = True) -> None:
+        """Stop (or, with ``freeze`` False, resume) training the :meth:`gradient_free_parameter_names`
+        (``SOLVER.FREEZE_GRADIENT_FREE``).
+
+        SGD moves such a parameter by the weight decay alone (as released); Adam/AdamW divide its float
+        rounding noise (1e-11 to 1e-7) by the noise's own running RMS and move it by about one learning rate
+        per step in a random direction. Frozen, it keeps its initial (or pretrained) value. Same reasoning as
+        the frozen BNNeck bias.
+        """
+        params = dict(self.named_parameters())
+        for name in self.gradient_free_parameter_names():
+            params[name].requires_grad_(not freeze)
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:

@@ -176,9 +176,13 @@ def test_channels_last_changes_only_the_memory_layout():
     assert plain.cnn.conv1.weight.is_contiguous()
     batch = _batch(cfg)
     ref, got = _train_step(cfg, plain, batch), _train_step(cfg, fast, batch)
-    # float32 sums in another order: equal up to rounding, relative to each tensor's scale
+    # float32 sums in another order: equal up to rounding, relative to each tensor's scale; the gradients of the
+    # gradient-free parameters (trained by default, as released) are rounding noise only and are left out
+    noise = set(plain.gradient_free_parameter_names())
     for kind in ("grads", "buffers"):
         for n, a in ref[kind].items():
+            if kind == "grads" and n in noise:
+                continue
             scale = a.double().abs().max().item()
             assert (a.double() - got[kind][n].double()).abs().max().item() <= 1e-4 * scale + 1e-7, (kind, n)
     images, _, cams = batch

@@ -77,18 +77,36 @@ def test_every_parameter_gets_a_gradient(order):
         assert grads and sum(grads) > 0, prefix
 
 
-@pytest.mark.parametrize("order", ["seu_mfu", "seu", "mfu_seu", "mfu"])
-def test_frozen_parameters_are_exactly_the_gradient_free_ones(order):
-    """Besides the BNNeck biases, a parameter is frozen iff the training loss has no gradient for it
-    (a bias that a following BatchNorm, softmax or the BNNeck + triplet cancel). Checked in float64 with
-    everything unfrozen: frozen ones get at most rounding noise, every other one a real gradient."""
+GRADIENT_FREE_VARIANTS = {
+    "seu_mfu": [], "seu": ["MODEL.FUSION.HTM_ORDER", "seu"], "mfu_seu": ["MODEL.FUSION.HTM_ORDER", "mfu_seu"],
+    "mfu": ["MODEL.FUSION.HTM_ORDER", "mfu"],
+    "unshared_seu_shared_mfu": ["MODEL.FUSION.SHARE_SEU", "False", "MODEL.FUSION.SHARE_MFU", "True"],
+    "seu_unshared": ["MODEL.FUSION.HTM_ORDER", "seu", "MODEL.FUSION.SHARE_SEU", "False"],
+    # GAP: with GeM right after the LRU (and no HTM) the LRU's last PReLU slope gets no gradient either (GeM
+    # clamps the negative values it scales), a case of the ablation that the switch leaves alone
+    "lru_only_gap": ["MODEL.FUSION.HTM_LAYERS", "0", "MODEL.FUSION.POOLING", "avg"],
+    "dfe_only": ["MODEL.FUSION.LRU", "False", "MODEL.FUSION.HTM_LAYERS", "0"],
+}
+
+
+@pytest.mark.parametrize("variant", sorted(GRADIENT_FREE_VARIANTS))
+def test_frozen_parameters_are_exactly_the_gradient_free_ones(variant):
+    """With SOLVER.FREEZE_GRADIENT_FREE on, besides the BNNeck biases a parameter is frozen iff the training loss
+    has no gradient for it (a bias that a following BatchNorm, softmax or the BNNeck + triplet cancel), and the
+    frozen ones are the model's gradient_free_parameter_names(). Checked in float64 with everything unfrozen:
+    those get at most rounding noise, every other one a real gradient. PyTorch's default init of the fusion
+    modules (MODEL.FUSION.INIT 'pytorch') gives every such bias a non-zero start."""
     from loss import build_loss
 
-    cfg = tiny_cfg("MODEL.FUSION.HTM_ORDER", order)
+    cfg = tiny_cfg(*GRADIENT_FREE_VARIANTS[variant], "SOLVER.FREEZE_GRADIENT_FREE", "True")
     torch.manual_seed(0)
     model = build_model(cfg, NUM_CLASSES, NUM_CAMS).double().train()
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad and not n.startswith("heads.")}
-    assert {"lru.cnn.pointwise.0.bias", "lru.transformer.pointwise.0.bias", "transformer.norm.bias"} <= frozen
+    assert frozen == set(model.gradient_free_parameter_names())
+    if variant == "seu_mfu":  # the default architecture: nine
+        assert frozen == {"lru.cnn.pointwise.0.bias", "lru.transformer.pointwise.0.bias", "transformer.norm.bias",
+                          *(f"htm.{k}.mfu.{b}.norm_k.bias" for k in (0, 1) for b in ("cnn", "transformer")),
+                          "htm.1.mfu.cnn.ffn.fc2.bias", "htm.1.mfu.transformer.ffn.fc2.bias"}
     for p in model.parameters():
         p.requires_grad_(True)
     images, cams = _batch(cfg, 8)
@@ -99,6 +117,21 @@ def test_frozen_parameters_are_exactly_the_gradient_free_ones(order):
     relative = {n: float(p.grad.abs().max() / top) for n, p in model.named_parameters()}
     gradient_free = {n for n, r in relative.items() if r < 3e-8}
     assert gradient_free == frozen, {n: relative[n] for n in gradient_free ^ frozen}
+    assert min(r for n, r in relative.items() if n not in frozen) > 1e-6  # the others: far from rounding
+
+
+def test_gradient_free_parameters_train_by_default_as_released():
+    """SOLVER.FREEZE_GRADIENT_FREE False (default): the release trains the nine gradient-free parameters (weight
+    decay shrinks them); only the BNNeck biases are frozen. freeze_gradient_free(False) undoes the switch."""
+    model = build_model(tiny_cfg(), NUM_CLASSES, NUM_CAMS)
+    names = model.gradient_free_parameter_names()
+    assert len(names) == 9
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {f"heads.{n}.bn.bias" for n in model.feature_dims}
+    model.freeze_gradient_free()
+    assert {n for n, p in model.named_parameters() if not p.requires_grad} == frozen | set(names)
+    model.freeze_gradient_free(False)
+    assert {n for n, p in model.named_parameters() if not p.requires_grad} == frozen
 
 
 def test_bnneck_bias_is_frozen_and_classifier_bias_free():

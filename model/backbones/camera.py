@@ -1,8 +1,9 @@
 """The learned camera embedding of the token backbones (TransReID's side information embedding, SIE).
 
-A table ``sie_embed`` of shape ``[num_cams, 1, dim]`` (truncated-normal init, std 0.02); the backbone
-adds ``sie_coe * sie_embed[cam_ids]`` to every token after the position embedding. Without cameras
-(``num_cams`` 0, ``MODEL.TRANSFORMER.SIE_CAMERA False``) the table is None and nothing is added.
+A table ``sie_embed`` of shape ``[num_cams, 1, dim]`` (truncated-normal init, std 0.02 within +-2 std,
+``model.weight_init``); the backbone adds ``sie_coe * sie_embed[cam_ids]`` to every token after the
+position embedding. Without cameras (``num_cams`` 0, ``MODEL.TRANSFORMER.SIE_CAMERA False``) the table
+is None and nothing is added.
 
 :class:`CameraEmbedding` is mixed into the backbone classes (ViT/DeiT and T2T-ViT) rather than being
 a child module, so that the table stays the backbone's own parameter: its state-dict key remains
@@ -17,7 +18,8 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-from timm.layers import trunc_normal_
+
+from ..weight_init import trunc_normal_
 
 
 class CameraEmbedding:

@@ -21,11 +21,12 @@ from typing import Optional, Sequence, Set, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
-from timm.layers import Mlp, resample_abs_pos_embed, trunc_normal_
+from timm.layers import Mlp, resample_abs_pos_embed
 from timm.models import checkpoint_seq
 from timm.models.vision_transformer import Block
 
 from ..checkpointing import checkpointing_active
+from ..weight_init import trunc_normal_
 from .base import Backbone, BackboneOutput, split_tokens
 from .camera import CameraEmbedding
 from .registry import register_backbone
@@ -166,6 +167,8 @@ class T2TViT(CameraEmbedding, Backbone):
 
     @staticmethod
     def _init_weights(m):
+        """As the T2T-ViT reference: Linear weights truncated normal std 0.02 (bounded at +-2 std,
+        ``model.weight_init``), biases 0, LayerNorms 1 and 0."""
         if isinstance(m, nn.Linear):
             trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:

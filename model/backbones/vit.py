@@ -17,10 +17,11 @@ from typing import Callable, Dict, Optional, Sequence, Set, Tuple
 
 import torch
 import torch.nn as nn
-from timm.models import checkpoint_seq
+from timm.models import checkpoint_seq, named_apply
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from ..checkpointing import checkpointing_active
+from ..weight_init import trunc_normal_
 from .base import Backbone, BackboneOutput, split_tokens
 from .camera import CameraEmbedding
 from .registry import register_backbone
@@ -77,6 +78,20 @@ class ReIDVisionTransformer(VisionTransformer, CameraEmbedding, Backbone):
     @property
     def grid_size(self) -> Tuple[int, int]:
         return self.patch_embed.grid_size
+
+    def init_weights(self, mode: str = "", needs_reset: bool = True) -> None:
+        """timm's default ViT initialisation (the random start without ``MODEL.TRANSFORMER.PRETRAIN_PATH``,
+        ``PRETRAIN_CHOICE none``), with the truncated normals bounded at +-2 std (``model.weight_init``): timm's
+        absolute bounds (+-2 at std 0.02) let a weight come out at exactly -2.0 (a 100-sigma outlier, several
+        per random ViT-B). Same tensors, same order, same draws as timm's: position embedding N(0, 0.02)
+        truncated, class token N(0, 1e-6), every Linear weight N(0, 0.02) truncated and its bias 0, the rest
+        (patch-embedding convolution, LayerNorms) at their PyTorch defaults. timm calls this from its
+        ``__init__``."""
+        if mode or getattr(self, "weight_init_mode", ""):
+            raise ValueError(f"ReIDVisionTransformer has timm's default initialisation only, not {mode!r}")
+        trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        named_apply(partial(_init_vit_module, needs_reset=needs_reset), self)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> Set[str]:
@@ -138,6 +153,18 @@ class ReIDVisionTransformer(VisionTransformer, CameraEmbedding, Backbone):
         except Exception as e:  # noqa: BLE001
             raise WeightsError(f"{key}: cannot read {path} as a ViT .npz checkpoint: {type(e).__name__}: {e}") from None
         return ref.state_dict()
+
+
+def _init_vit_module(module: nn.Module, name: str = "", needs_reset: bool = True) -> None:
+    """timm's ``init_weights_vit_timm`` with bounded truncation (:meth:`ReIDVisionTransformer.init_weights`)."""
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif hasattr(module, "init_weights"):
+        module.init_weights()
+    elif needs_reset and hasattr(module, "reset_parameters"):
+        module.reset_parameters()
 
 
 def _register_vit(name: str, embed_dim: int, depth: int, num_heads: int) -> Callable[..., ReIDVisionTransformer]:
