@@ -166,7 +166,7 @@ def test_one_step_loss_and_every_gradient_equal_the_release():
     ref_loss.backward()
     ours = losses[0][0]
     assert ours.dtype == torch.float64
-    assert abs(float(ours) - float(ref_loss)) <= 1e-9 * abs(float(ref_loss))
+    assert abs(ours.item() - ref_loss.item()) <= 1e-9 * abs(ref_loss.item())
     ref_grads = {n: p.grad for n, p in reference.named_parameters() if p.grad is not None}
     assert set(grads[0]) == set(ref_grads)
     _assert_close_per_tensor(grads[0], ref_grads, 1e-9, "gradients")
