@@ -293,7 +293,8 @@ def _check_values(cfg, source):
     if cfg.MODEL.FUSION.DIM % cfg.MODEL.FUSION.NUM_HEADS:
         fail("MODEL.FUSION.DIM", f"({cfg.MODEL.FUSION.DIM}) must be divisible by MODEL.FUSION.NUM_HEADS "
                                  f"({cfg.MODEL.FUSION.NUM_HEADS})")
-    # A warm-up longer than the run is valid: solver.scheduler.warmup_epochs clips it (with a warning).
+    # A warm-up longer than the run is valid: solver.scheduler keeps it ('release') or clips it ('paper_text'),
+    # with a warning either way.
     for key in ("MAX_EPOCHS", "EVAL_PERIOD", "CHECKPOINT_PERIOD"):
         if cfg.SOLVER[key] < 1:
             fail(f"SOLVER.{key}", f"must be >= 1, got {cfg.SOLVER[key]}")

@@ -41,6 +41,7 @@ from utils.distributed import (broadcast_buffers, get_rank, get_world_size, is_d
 from utils.errors import FusionReIDError
 from utils.misc import autocast, epoch_seed, get_rng_state, make_grad_scaler, resolve_amp, set_rng_state, set_seed
 from utils.output_files import BEST_CHECKPOINT, RESULTS_FILE
+from utils.protocol import log_protocol, pretrained_files, protocol_record
 from utils.provenance import collect_provenance, wall_times
 
 from .inference import METRIC_KEYS, evaluate_test_sets, format_metrics, results_entry
@@ -152,11 +153,14 @@ class Trainer:
         test_sets: every test set (``DataLoaders.test_sets``); default: one, ``val_loader`` with
             ``num_query`` queries, named by the first of ``DATASETS.TEST_NAMES`` (or ``NAMES``), camids as the
             model's.
+        fingerprints: every dataset read (``DataLoaders.fingerprints``), recorded in the provenance and checked
+            for the paper's protocol with the pretrained files (``utils.protocol``), which is logged once here.
     """
 
     def __init__(self, cfg: CfgNode, model: torch.nn.Module, loss_fn: torch.nn.Module,
                  optimizer: torch.optim.Optimizer, scheduler: Any, train_loader: DataLoader, val_loader: DataLoader,
-                 num_query: int, device: torch.device, test_sets: Optional[Sequence[TestSet]] = None):
+                 num_query: int, device: torch.device, test_sets: Optional[Sequence[TestSet]] = None,
+                 fingerprints: Optional[Mapping[str, Mapping[str, Any]]] = None):
         self.cfg = cfg
         self.model = model
         # MODEL.COMPILE: the DDP-wrapped module is compiled (PyTorch's guidance for DDP), and the bare model
@@ -188,6 +192,10 @@ class Trainer:
         # provenance (utils/provenance.py), written into results.json and every checkpoint; the command
         # line is sys.argv unless set_command gives the one train_net.main was called with
         self.run_info = collect_provenance(device, self.amp, get_world_size(), command=list(sys.argv))
+        self.run_info["datasets"] = dict(fingerprints or {})
+        self.run_info["pretrained"] = pretrained_files(cfg)
+        self.run_info["protocol"] = protocol_record(cfg, self.amp.name, torch.device(device).type, get_world_size(),
+                                                    self.run_info["datasets"], self.run_info["pretrained"])
         self.train_seconds = 0.0        # wall time of the training epochs so far (over resumes)
         self.eval_seconds_last = None   # wall time of the last evaluation
         self.eval_seconds_total = 0.0   # wall time of all evaluations so far (over resumes)
@@ -200,6 +208,7 @@ class Trainer:
                     cfg.SOLVER.GRAD_CLIP or "off", get_world_size())
         logger.info("code: git commit %s%s", self.run_info["git_commit"] or "unknown (not a git checkout)",
                     " with uncommitted changes" if self.run_info["git_dirty"] else "")
+        log_protocol(self.run_info["protocol"])
 
     # -------------------------------------------------------------------- state
     def set_command(self, command: Sequence[str]) -> None:
@@ -207,8 +216,9 @@ class Trainer:
         self.run_info["command"] = [str(a) for a in command]
 
     def provenance(self) -> Dict[str, Any]:
-        """Command line, code version, library versions, device, AMP, world size and wall times (seconds)
-        of this run, as written under ``"provenance"`` into results.json and the checkpoints."""
+        """Command line, code version, library versions, device, AMP, world size, wall times (seconds), the
+        datasets' fingerprints, the pretrained files' SHA-256 and the paper-protocol record of this run, as written
+        under ``"provenance"`` into results.json and the checkpoints."""
         return dict(self.run_info, command=list(self.run_info["command"]),
                     versions=dict(self.run_info["versions"]),
                     wall_time_s=wall_times(self.train_seconds, self.eval_seconds_last, self.eval_seconds_total))
@@ -467,4 +477,4 @@ def build_trainer(cfg: CfgNode, device: torch.device) -> Trainer:
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
     return Trainer(cfg, model, loss_fn, optimizer, scheduler, data.train_loader, data.val_loader, data.num_query,
-                   device, data.test_sets)
+                   device, data.test_sets, data.fingerprints)

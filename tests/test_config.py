@@ -67,7 +67,7 @@ def test_bad_yaml_values_name_the_key_and_file(tmp_path, text, expected):
 
 
 def test_warmup_longer_than_the_run_is_accepted():
-    # the scheduler clips it (tests/test_short_runs.py); the loader keeps the value asked for
+    # the scheduler keeps or clips it by SOLVER.SCHEDULE (tests/test_short_runs.py); the loader keeps the value
     cfg = load_cfg("", ["SOLVER.MAX_EPOCHS", "1", "SOLVER.WARMUP_EPOCHS", "10"])
     assert (cfg.SOLVER.MAX_EPOCHS, cfg.SOLVER.WARMUP_EPOCHS) == (1, 10)
 

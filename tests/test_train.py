@@ -95,7 +95,8 @@ def check_provenance(record, command, trains=True):
     import timm
     import torchvision
 
-    assert set(record) == PROVENANCE_FIELDS
+    assert set(record) == PROVENANCE_FIELDS | ({"pretrained", "protocol", "datasets"} if trains else
+                                               {"datasets", "weight"})
     assert record["command"] == command
     assert record["versions"] == {"python": platform.python_version(), "torch": torch.__version__,
                                   "torchvision": torchvision.__version__, "timm": timm.__version__}
@@ -157,6 +158,34 @@ def test_resume_gives_identical_weights(trained, data_root, tmp_path):
     before = load(resumed / f"checkpoint_epoch{RESUME_AFTER}.pth")["provenance"]["wall_time_s"]
     assert record["wall_time_s"]["train"] > before["train"] and record["wall_time_s"]["eval_total"] > \
         before["eval_total"]
+
+
+def test_provenance_has_datasets_pretrained_files_and_protocol(trained, data_root, tmp_path):
+    """results.json says which data were read (issue 17): the fingerprint recomputed from the dataset, the
+    pretrained files (none here) and why the tiny run is not the paper's protocol; test_results.json the same
+    fingerprint and the evaluated weight's SHA-256."""
+    from configs import load_cfg
+    from datasets import build_dataset
+    from utils.protocol import sha256_file
+
+    out, _ = trained
+    provenance = json.loads((out / "results.json").read_text())["provenance"]
+    cfg = load_cfg(TINY, ["DATASETS.ROOT_DIR", str(data_root)])
+    expected = build_dataset("synthetic", str(data_root), cfg).fingerprint()
+    assert provenance["datasets"] == {"synthetic": expected}
+    assert expected["standard_split"] == "synthetic (generated, seed 0)"
+    assert provenance["pretrained"] == {}
+    protocol = provenance["protocol"]
+    assert protocol["paper_protocol"] is False
+    text = " ".join(protocol["differences"])
+    for words in ("SOLVER.OPTIMIZER_NAME is 'AdamW'", "trained on cpu", "MODEL.PRETRAIN_CHOICE is 'none'",
+                  "INPUT.SIZE_TRAIN is [64, 32]"):
+        assert words in text, words
+    weight = out / "model_best.pth"
+    test_net.main(tiny_args(data_root, tmp_path / "t", "TEST.WEIGHT", str(weight)))
+    tested = json.loads((tmp_path / "t" / "test_results.json").read_text())["provenance"]
+    assert tested["datasets"] == {"synthetic": expected}
+    assert tested["weight"]["sha256"] == sha256_file(str(weight))
 
 
 def test_test_net_reproduces_final_evaluation(trained, data_root, tmp_path):
