@@ -1,6 +1,6 @@
 """The stacked HTMs of the real model against Eqs. 3-9 written out by hand (float64).
 
-The reference below is written from the paper (Sec. III-B, Eqs. 3-9) and ../shared/paper/NOTES.md with plain
+The reference below is written from the paper (Sec. III-B, Eqs. 3-9) and docs/PAPER.md ("Details the paper leaves open") with plain
 torch arithmetic: layer_norm, multi-head attention with softmax, the GELU feed-forward network and the residuals
 spelled out with matmuls, every weight read by name from the model's state dict. It calls nothing of
 model.fusion and no timm forward. The model is built by model.build_model from a tiny config (float64, L=2)
