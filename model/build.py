@@ -45,7 +45,7 @@ def build_model(cfg: CfgNode, num_classes: int, num_cams: int) -> FusionReID:
                 logger.warning("%s is empty: the %s starts from random weights (PRETRAIN_CHOICE 'imagenet')",
                                key, branch.name)
     elif choice == "self":
-        model.load_param(cfg.MODEL.PRETRAIN_PATH)
+        model.load_param(cfg.MODEL.PRETRAIN_PATH, fine_tune=True)
     if cfg.MODEL.GRAD_CHECKPOINT:
         model.set_grad_checkpointing(True)
     if cfg.MODEL.CHANNELS_LAST:
