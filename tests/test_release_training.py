@@ -18,14 +18,13 @@ The model's forward is this repository's (its equality with the released model i
 tests/test_release_parity.py): what is compared is what training does with it.
 """
 import copy
-import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from helpers import tiny_cfg
+from helpers import release_lr, tiny_cfg
 from loss import build_loss
 from model import build_model
 from processor.trainer import Trainer
@@ -109,16 +108,6 @@ def release_loss(outputs, pids, eps=0.1):
     return total
 
 
-def release_lr(epoch, peak, base_lr=5e-3, max_epochs=180, warmup=10):
-    """The LR the released schedule trains 1-based ``epoch`` at, for a group whose peak LR is ``peak``."""
-    warmup_init, lr_min, t = 0.01 * base_lr, 0.002 * base_lr, epoch
-    if t < warmup:
-        return warmup_init + t * (peak - warmup_init) / warmup
-    if t >= max_epochs:
-        return lr_min
-    return lr_min + 0.5 * (peak - lr_min) * (1 + math.cos(math.pi * t / max_epochs))
-
-
 def release_sgd_steps(model, batches, base_lr=5e-3, bias_factor=2.0, wd=1e-4, wd_bias=1e-4, momentum=0.9):
     """``len(batches)`` training steps of the release (epochs 1, 2, ...) on ``model``, by hand."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -130,7 +119,7 @@ def release_sgd_steps(model, batches, base_lr=5e-3, bias_factor=2.0, wd=1e-4, wd
         with torch.no_grad():
             for name, p in params:
                 bias = "bias" in name
-                lr = release_lr(epoch, base_lr * (bias_factor if bias else 1.0), base_lr)
+                lr = release_lr(epoch, base_lr * (bias_factor if bias else 1.0), 0.01 * base_lr, 0.002 * base_lr)
                 d = p.grad + (wd_bias if bias else wd) * p
                 buffers[name] = d.clone() if name not in buffers else buffers[name].mul_(momentum).add_(d)
                 p.sub_(lr * buffers[name])

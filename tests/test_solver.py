@@ -1,13 +1,13 @@
 """Tests of solver/: parameter groups (SOLVER.WEIGHT_DECAY_ON) and the two warm-up + cosine schedules
-(SOLVER.SCHEDULE), against closed forms written here (math.cos, not timm)."""
+(SOLVER.SCHEDULE), against closed forms (tests/helpers.py: math.cos, not timm)."""
 import logging
-import math
 
 import pytest
 import torch
 import torch.nn as nn
 
 from configs import get_cfg_defaults
+from helpers import paper_text_lr, release_lr
 from solver import build_optimizer, build_scheduler, epoch_lr, epoch_lrs, epoch_t, start_epoch
 
 
@@ -66,22 +66,6 @@ def test_param_groups_weights_only():
     assert g["fc.bias"]["lr_scale"] == 2.0 and g["norm.bias"]["lr_scale"] == 2.0
     assert g["fc.weight"]["lr_scale"] == 1.0 and g["pos_embed"]["lr_scale"] == 1.0
     assert all(grp["initial_lr"] == pytest.approx(5e-3) for grp in opt.param_groups)
-
-
-def release_lr(epoch, peak, warmup_init=5e-5, lr_min=1e-5, warmup=10, max_epochs=180):
-    t = epoch
-    if t < warmup:
-        return warmup_init + t * (peak - warmup_init) / warmup
-    if t >= max_epochs:
-        return lr_min
-    return lr_min + 0.5 * (peak - lr_min) * (1 + math.cos(math.pi * t / max_epochs))
-
-
-def paper_text_lr(epoch, base=5e-3, warmup_init=5e-5, lr_min=1e-5, warmup=10, max_epochs=180):
-    t = epoch - 1
-    if t < warmup:
-        return warmup_init + t * (base - warmup_init) / warmup
-    return lr_min + 0.5 * (base - lr_min) * (1 + math.cos(math.pi * (t - warmup) / (max_epochs - warmup)))
 
 
 def lr_at(cfg, epoch):

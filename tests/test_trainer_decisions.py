@@ -3,7 +3,7 @@
 Nothing here re-enacts the trainer's calls: each test builds a Trainer with ``build_trainer``, runs it
 (``train()``), and records what reaches the optimizer at every real ``optimizer.step`` (a wrapper around it), what
 is logged and what is written (TensorBoard event file, checkpoints, results.json). The expected values are
-computed here in closed form (``math.cos``, not timm):
+computed in closed form (tests/helpers.py, ``math.cos``, not timm):
 
 - the LR of every parameter at every step, per epoch, under SOLVER.SCHEDULE 'release' and 'paper_text';
 - the LR logged (log lines) and written to TensorBoard (``train/lr``, ``train/lr/<group>``) = the LR stepped with;
@@ -16,7 +16,6 @@ computed here in closed form (``math.cos``, not timm):
 """
 import json
 import logging
-import math
 import re
 
 import pytest
@@ -26,7 +25,7 @@ import processor.trainer as trainer_module
 from configs import load_cfg
 from processor import build_trainer
 from processor.inference import METRIC_KEYS
-from tests.helpers import TINY_CONFIG
+from tests.helpers import TINY_CONFIG, paper_text_lr, release_lr
 
 CHEAP = ["DATASETS.SYNTHETIC.NUM_TRAIN_IDS", "8", "DATASETS.SYNTHETIC.NUM_TEST_IDS", "4",
          "DATASETS.SYNTHETIC.NUM_CAMS", "2", "DATASETS.SYNTHETIC.IMAGES_PER_CAM", "2",
@@ -86,29 +85,11 @@ def lrs_now(trainer):
 
 
 # ----------------------------------------------------------------------------- the LR, in closed form
-def release_lr(epoch, peak):
-    """The released schedule: cosine over MAX_EPOCHS from t = 0, warm-up laid over it, epoch E at t = E."""
-    t = epoch
-    if t < WARMUP:
-        return WARMUP_LR_INIT + t * (peak - WARMUP_LR_INIT) / WARMUP
-    if t >= MAX_EPOCHS:
-        return MIN_LR
-    return MIN_LR + 0.5 * (peak - MIN_LR) * (1 + math.cos(math.pi * t / MAX_EPOCHS))
-
-
-def paper_text_lr(epoch, factor):
-    """Warm-up as a prefix, cosine over the remaining epochs, epoch E at t = E - 1, bias factor on top."""
-    t = epoch - 1
-    if t < WARMUP:
-        lr = WARMUP_LR_INIT + t * (BASE_LR - WARMUP_LR_INIT) / WARMUP
-    else:
-        lr = MIN_LR + 0.5 * (BASE_LR - MIN_LR) * (1 + math.cos(math.pi * (t - WARMUP) / (MAX_EPOCHS - WARMUP)))
-    return lr * factor
-
-
 def expected_lr(schedule, epoch, name):
     factor = BIAS_FACTOR if is_bias(name) else 1.0
-    return release_lr(epoch, BASE_LR * factor) if schedule == "release" else paper_text_lr(epoch, factor)
+    if schedule == "release":
+        return release_lr(epoch, BASE_LR * factor, WARMUP_LR_INIT, MIN_LR, WARMUP, MAX_EPOCHS)
+    return factor * paper_text_lr(epoch, BASE_LR, WARMUP_LR_INIT, MIN_LR, WARMUP, MAX_EPOCHS)
 
 
 class Capture(logging.Handler):
