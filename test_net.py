@@ -69,6 +69,7 @@ def main(argv=None):
     with RunContext(args.config_file, args.opts, "test.log", overrides=["MODEL.PRETRAIN_CHOICE", "none"]) as ctx:
         from datasets import make_dataloader
         from model import build_model
+        from model.build import load_trained_weights
         from model.backbones.weights import check_path
 
         cfg, device = ctx.cfg, ctx.device
@@ -76,7 +77,8 @@ def main(argv=None):
         with main_process_first(local=True):  # data prepared once per node
             data = make_dataloader(cfg)
         model = build_model(cfg, data.num_classes, data.num_cams)
-        model.load_param(cfg.TEST.WEIGHT, key="TEST.WEIGHT")  # ID classifiers of another shape are skipped
+        # the checkpoint's architecture must be cfg's; ID classifiers of another shape are skipped
+        load_trained_weights(model, cfg, cfg.TEST.WEIGHT, "TEST.WEIGHT")
         model.to(device)
         logger.info("evaluating feature %r (%s the BNNeck) of %s", cfg.TEST.FEAT, cfg.TEST.NECK_FEAT,
                     cfg.TEST.WEIGHT)

@@ -31,6 +31,7 @@ from configs.config import evaluated_dataset_names
 from datasets.loader import TestSet
 from loss.reid_loss import id_accuracy_tensor
 from model.backbones.weights import load_checked, strip_prefix
+from model.build import architecture_differences
 from solver.scheduler import base_group_index, start_epoch
 from utils import return_large_frees_to_os
 from utils.compile import maybe_compile
@@ -77,6 +78,22 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         return model
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None)
+
+
+def refuse_other_model(ckpt: Mapping[str, Any], cfg: CfgNode, model: torch.nn.Module, path: str) -> None:
+    """A ``CheckpointError`` (one line) when the training checkpoint ``ckpt`` was trained with another architecture
+    (its stored config, ``model.build.ARCHITECTURE_KEYS``) or for another number of identities or cameras than
+    ``model`` has: resuming would load weights that mean something else, or fail half-way."""
+    problems = architecture_differences(ckpt["config"], cfg) if isinstance(ckpt.get("config"), str) else []
+    own, state = model.state_dict(), strip_prefix(ckpt["model"])
+    for suffix, what in (("classifier.weight", "identities"), ("sie_embed", "cameras")):
+        names = [k for k in own if k.endswith(suffix) and k in state and state[k].shape[0] != own[k].shape[0]]
+        if names:
+            problems.append(f"{state[names[0]].shape[0]} {what} in the checkpoint, {own[names[0]].shape[0]} in this "
+                            f"run's data")
+    if problems:
+        raise CheckpointError(f"--resume: {path} is not a checkpoint of this run's model ({'; '.join(problems)}); "
+                              "resume with the config and data it was trained with, or start another OUTPUT_DIR")
 
 
 # ----------------------------------------------------------------------------- small pieces
@@ -262,6 +279,7 @@ class Trainer:
         missing = [k for k in TRAINING_KEYS if k not in ckpt]
         if missing:
             raise CheckpointError(f"{path} is not a training checkpoint (no {', '.join(missing)}); cannot resume")
+        refuse_other_model(ckpt, self.cfg, self.model, path)
         load_checked(self.model, strip_prefix(ckpt["model"]), "--resume", path, "a checkpoint of this model")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])

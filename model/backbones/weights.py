@@ -23,6 +23,11 @@ def read_state_dict(path, key, containers=("state_dict_ema", "model_ema", "state
     Checkpoints that wrap the weights in a dict (``{'model': ...}``, ``{'state_dict': ...}``) are unwrapped;
     the first of ``containers`` present wins.
     """
+    return unwrap_state_dict(read_weight_file(path, key), path, key, containers)
+
+
+def read_weight_file(path, key):
+    """What a ``.pth``/``.pth.tar``/``.bin``/``.safetensors`` file holds (``weights_only`` on CPU), as stored."""
     check_path(path, key)
     try:
         if path.endswith(".safetensors"):
@@ -32,6 +37,11 @@ def read_state_dict(path, key, containers=("state_dict_ema", "model_ema", "state
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any reader failure becomes one clear message
         raise WeightsError(f"{key}: cannot read {path}: {type(e).__name__}: {e}") from None
+    return state
+
+
+def unwrap_state_dict(state, path, key, containers=("state_dict_ema", "model_ema", "state_dict", "model")):
+    """The tensor mapping inside what :func:`read_weight_file` read (see :func:`read_state_dict`)."""
     if isinstance(state, dict):
         for name in containers:
             if isinstance(state.get(name), dict):

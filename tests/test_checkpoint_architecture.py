@@ -1,0 +1,98 @@
+"""A checkpoint knows its model (issue 16, item 3).
+
+``seu_mfu`` and ``mfu_seu`` have the same tensor names and shapes: without the stored config's architecture
+keys being compared, a ``seu_mfu`` checkpoint was evaluated as ``mfu_seu`` with exit 0 and no word. Now
+``TEST.WEIGHT``, ``MODEL.PRETRAIN_CHOICE self`` and ``--resume`` refuse a checkpoint trained with another
+architecture in one line naming every differing key with both values; ``--resume`` also refuses another number of
+identities or cameras, before loading anything; a bare state dict loads as before.
+"""
+import pytest
+import torch
+
+from helpers import tiny_cfg
+from loss import build_loss
+from model import build_model
+from model.backbones.weights import WeightsError
+from model.build import architecture_differences, load_trained_weights
+from processor.trainer import Trainer
+from solver import build_optimizer, build_scheduler
+from utils.checkpoint import CheckpointError
+from utils.errors import FusionReIDError
+
+IDS, CAMS = 5, 3
+
+
+def _trainer(cfg, ids=IDS, cams=CAMS):
+    torch.manual_seed(0)
+    model = build_model(cfg, ids, cams)
+    optimizer = build_optimizer(cfg, model)
+    return Trainer(cfg, model, build_loss(cfg, ids), optimizer, build_scheduler(cfg, optimizer), [], None, 0,
+                   torch.device("cpu"), test_sets=[object()])
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A training checkpoint of a seu_mfu model (as Trainer.save writes it) and its bare state dict."""
+    folder = tmp_path_factory.mktemp("ckpt")
+    cfg = tiny_cfg("OUTPUT_DIR", "")
+    trainer = _trainer(cfg)
+    full, bare = folder / "checkpoint_epoch1.pth", folder / "bare.pth"
+    torch.save(trainer.state_dict(1), full)
+    torch.save(trainer.model.state_dict(), bare)
+    return full, bare, trainer.model.state_dict()
+
+
+def test_differences_name_every_key_and_both_values():
+    stored = tiny_cfg().dump()
+    ours = tiny_cfg("MODEL.FUSION.HTM_ORDER", "mfu_seu", "MODEL.TRANSFORMER.STRIDE_SIZE", "[16, 16]",
+                    "TEST.FEAT", "cnn")  # TEST.FEAT is a retrieval choice, not the architecture
+    assert architecture_differences(stored, ours) == [
+        "MODEL.TRANSFORMER.STRIDE_SIZE: [12, 12] in the checkpoint, [16, 16] here",
+        "MODEL.FUSION.HTM_ORDER: 'seu_mfu' in the checkpoint, 'mfu_seu' here"]
+    assert architecture_differences(stored, tiny_cfg()) == []
+
+
+def test_test_weight_of_another_htm_order_is_refused(saved):
+    full, bare, state = saved
+    cfg = tiny_cfg("MODEL.FUSION.HTM_ORDER", "mfu_seu")
+    model = build_model(cfg, IDS, CAMS)
+    with pytest.raises(WeightsError) as err:
+        load_trained_weights(model, cfg, str(full), "TEST.WEIGHT")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("TEST.WEIGHT: ")
+    assert "MODEL.FUSION.HTM_ORDER: 'seu_mfu' in the checkpoint, 'mfu_seu' here" in message
+    # a bare state dict has no config to compare: it loads as before (same names and shapes)
+    load_trained_weights(model, cfg, str(bare), "TEST.WEIGHT")
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_fine_tuning_from_another_architecture_is_refused(saved):
+    full, _, _ = saved
+    with pytest.raises(WeightsError, match=r"MODEL.PRETRAIN_PATH: .*MODEL.FUSION.DIM: 64 in the checkpoint, 32 here"):
+        build_model(tiny_cfg("MODEL.PRETRAIN_CHOICE", "self", "MODEL.PRETRAIN_PATH", str(full),
+                             "MODEL.FUSION.DIM", "32"), IDS, CAMS)
+
+
+@pytest.mark.parametrize("overrides, ids, cams, words", [
+    (("MODEL.FUSION.HTM_ORDER", "mfu_seu"), IDS, CAMS, "MODEL.FUSION.HTM_ORDER: 'seu_mfu' in the checkpoint"),
+    ((), IDS + 2, CAMS, f"{IDS} identities in the checkpoint, {IDS + 2} in this run's data"),
+    ((), IDS, CAMS + 1, f"{CAMS} cameras in the checkpoint, {CAMS + 1} in this run's data"),
+])
+def test_resume_over_another_model_is_refused_before_loading(saved, overrides, ids, cams, words):
+    full, _, _ = saved
+    trainer = _trainer(tiny_cfg("OUTPUT_DIR", "", *overrides), ids, cams)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with pytest.raises(CheckpointError) as err:
+        trainer.resume(str(full))
+    assert isinstance(err.value, FusionReIDError) and "\n" not in str(err.value)
+    assert words in str(err.value)
+    assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())  # nothing loaded
+    assert trainer.start_epoch == 1
+
+
+def test_resume_of_the_same_model_still_works(saved):
+    full, _, state = saved
+    trainer = _trainer(tiny_cfg("OUTPUT_DIR", ""))
+    trainer.resume(str(full))
+    assert trainer.start_epoch == 2
+    assert all(torch.equal(v, state[k]) for k, v in trainer.model.state_dict().items())
