@@ -37,11 +37,13 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     with RunContext(args.config_file, args.opts, "train.log") as ctx:
-        ctx.save_config()
+        # Nothing in OUTPUT_DIR but the appended log changes until the run has set itself up (data, model, resume):
+        # config.yaml and the TensorBoard file are written after, so a refused run leaves them as they were.
         trainer = build_trainer(ctx.cfg, ctx.device)
         trainer.set_command(command_line(argv, __file__))
         if args.resume and trainer.resume_last(ctx.cfg.OUTPUT_DIR) is None:
             logger.warning("--resume: no checkpoint in %s, starting from scratch", ctx.cfg.OUTPUT_DIR)
+        ctx.save_config()
         return trainer.train()
 
 

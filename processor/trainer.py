@@ -216,10 +216,7 @@ class Trainer:
         self.train_seconds = 0.0        # wall time of the training epochs so far (over resumes)
         self.eval_seconds_last = None   # wall time of the last evaluation
         self.eval_seconds_total = 0.0   # wall time of all evaluations so far (over resumes)
-        self.writer = None
-        if is_main_process() and self.output_dir:
-            from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(self.output_dir)
+        self.writer = None  # TensorBoard, opened by train(): a run that fails to set itself up writes no events file
         logger.info("AMP: %s%s; gradient clipping: %s; %d process(es)", self.amp.name,
                     " with GradScaler" if self.amp.use_scaler else "",
                     cfg.SOLVER.GRAD_CLIP or "off", get_world_size())
@@ -311,6 +308,9 @@ class Trainer:
             logger.info("nothing to do: the checkpoint already has %d of %d epochs", self.start_epoch - 1,
                         self.max_epochs)
             return summary
+        if self.writer is None and is_main_process() and self.output_dir:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(self.output_dir)
         if self.start_epoch == 1:
             # The untrained model's accuracy: the reference point of every later evaluation.
             summary["untrained"] = self.evaluate(0, record=False)
@@ -330,6 +330,7 @@ class Trainer:
             logger.info("best (epoch %d): %s", self.best["epoch"], format_metrics(self.best))
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
         summary.update(latest=self.latest, best=self.best)
         return summary
 

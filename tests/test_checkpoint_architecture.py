@@ -96,3 +96,30 @@ def test_resume_of_the_same_model_still_works(saved):
     trainer.resume(str(full))
     assert trainer.start_epoch == 2
     assert all(torch.equal(v, state[k]) for k, v in trainer.model.state_dict().items())
+
+
+# ----------------------------------------------------------------------------- a failed run leaves OUTPUT_DIR alone
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != "train.log"}
+
+
+def test_a_refused_resume_changes_nothing_but_the_log(tmp_path):
+    """issue 16 item 4: config.yaml and TensorBoard files are written after data, model and resume are set up."""
+    import train_net
+    from helpers import TINY_CONFIG
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    args = ["--config_file", TINY_CONFIG, "DATASETS.ROOT_DIR", str(data), "OUTPUT_DIR", str(out),
+            "SOLVER.MAX_EPOCHS", "1"]
+    train_net.main(args)
+    before, log = _snapshot(out), (out / "train.log").read_text()
+    assert "config.yaml" in before and any(n.startswith("events.out.tfevents") for n in before)
+    with pytest.raises(SystemExit) as err:
+        train_net.main(args + ["--resume", "MODEL.FUSION.HTM_ORDER", "mfu_seu", "SOLVER.MAX_EPOCHS", "2"])
+    assert "MODEL.FUSION.HTM_ORDER: 'seu_mfu' in the checkpoint, 'mfu_seu' here" in str(err.value)
+    assert _snapshot(out) == before  # no new config.yaml, no new events file, checkpoints untouched
+    after = (out / "train.log").read_text()
+    assert after.startswith(log) and "Traceback" in after[len(log):]
+    with pytest.raises(SystemExit):  # a bad CSV_DIR fails while the data are set up
+        train_net.main(args + ["DATASETS.NAMES", "csv", "DATASETS.CSV_DIR", str(tmp_path / "nowhere")])
+    assert _snapshot(out) == before
