@@ -152,6 +152,9 @@ def test_base_config_runs_and_paper_values(root):
     assert all(r.row.mAP is None and r.row.params is None for r in runs)
     cfg = rp.resolve_run(runs[0], ["OUTPUT_DIR", "/o"], 3, root)
     assert (cfg.OUTPUT_DIR, cfg.MODEL.FUSION.HTM_LAYERS, cfg.MODEL.FUSION.DIM) == ("/o/fig5/l_1/seed_3", 1, 48)
+    # the command line: the row's overrides, the user's (their OUTPUT_DIR is the root), the seed, the run's folder
+    assert rp.command_opts(runs[0], ["OUTPUT_DIR", "/o", "SOLVER.MAX_EPOCHS", "1"], cfg, 3) == [
+        "MODEL.FUSION.HTM_LAYERS", "1", "SOLVER.MAX_EPOCHS", "1", "SOLVER.SEED", "3", "OUTPUT_DIR", "/o/fig5/l_1/seed_3"]
     (market, *_), (setting, dataset) = rp.list_runs("1", root, base, "market1501"), rp.table1_rows(["x"])[0]
     assert (market.row.mAP, rp.row_label(market), setting.mAP, dataset) == (91.7, "Market 256x128 stride 12", None, "x")
     assert [r.row.name for r in rp.select_rows(runs, ["L = 2", "l_5"])] == ["L = 2", "L = 5"]

@@ -225,10 +225,14 @@ def resolve_run(run, opts=(), seed=None, root=ROOT):
 
 def command_opts(run, opts, cfg, seed=None):
     """The KEY VALUE overrides of a run's command line (they resolve to ``cfg``, see :func:`resolve_run`)."""
-    out = list(run.overrides) + list(opts)
+    opts = list(opts)
+    own_dir = run.layout is not None or seed is not None or override(opts, "OUTPUT_DIR") is not None
+    if own_dir:  # the run's folder replaces the user's OUTPUT_DIR (the root it is under)
+        opts = [x for k, v in zip(opts[::2], opts[1::2]) if k != "OUTPUT_DIR" for x in (k, v)]
+    out = list(run.overrides) + opts
     if seed is not None:
         out += ["SOLVER.SEED", str(seed)]
-    if run.layout is not None or seed is not None or override(list(opts), "OUTPUT_DIR") is not None:
+    if own_dir:
         out += ["OUTPUT_DIR", cfg.OUTPUT_DIR]
     return out
 
