@@ -6,7 +6,6 @@ import csv
 import json
 import logging
 import os
-import statistics
 import sys
 
 import numpy as np
@@ -156,7 +155,8 @@ def test_base_config_runs_and_paper_values(root):
     assert rp.command_opts(runs[0], ["OUTPUT_DIR", "/o", "SOLVER.MAX_EPOCHS", "1"], cfg, 3) == [
         "MODEL.FUSION.HTM_LAYERS", "1", "SOLVER.MAX_EPOCHS", "1", "SOLVER.SEED", "3", "OUTPUT_DIR", "/o/fig5/l_1/seed_3"]
     (market, *_), (setting, dataset) = rp.list_runs("1", root, base, "market1501"), rp.table1_rows(["x"])[0]
-    assert (market.row.mAP, rp.row_label(market), setting.mAP, dataset) == (91.7, "Market 256x128 stride 12", None, "x")
+    assert (market.row.mAP, rp.row_label(market)) == (91.7, "Market 256x128 stride 12")
+    assert (setting.mAP, dataset) == (None, "x")  # a dataset the paper does not have
     assert [r.row.name for r in rp.select_rows(runs, ["L = 2", "l_5"])] == ["L = 2", "L = 5"]
     with pytest.raises(rp.UsageError, match="no row 'L = 9'"):
         rp.select_rows(runs, ["L = 9"])
