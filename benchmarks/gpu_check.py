@@ -487,8 +487,7 @@ def main(argv: Optional[Sequence[str]] = None):
             fn = (lambda: nccl_row(device))
         rows[name] = run_guarded(fn, budget, deadline, device)
         if kind == "train" and rows[name]["status"] == "ok":
-            amp_name = {"off": "fp32"}.get(rows[name]["amp"], rows[name]["amp"])
-            rows[name]["default"] = (amp_name == {"off": "fp32"}.get(default_amp.name, default_amp.name)
+            rows[name]["default"] = (rows[name]["amp"] == default_amp.name
                                      and rows[name]["grad_scaler"] == default_amp.use_scaler
                                      and ("grad_checkpoint" in levers) == setup["default_grad_checkpoint"]
                                      and ("compile" in levers) == bool(default_cfg.MODEL.COMPILE))
