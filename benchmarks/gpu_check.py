@@ -223,8 +223,9 @@ def memory_prediction(predictions: Optional[Dict[str, Any]], levers: Sequence[st
 
 def train_row(args, levers: Sequence[str], predictions) -> Dict[str, Any]:
     """bench_train's row ``levers`` in this process (Trainer.train_step), with bench_memory's prediction."""
+    warmup = max(args.warmup, 1) if "compile" in levers else args.warmup  # compilation outside the timed steps
     ns = argparse.Namespace(config_file=args.config_file, opts=args.opts, device=args.device, batch=args.batch,
-                            num_classes=args.num_classes, iters=args.iters, warmup=args.warmup)
+                            num_classes=args.num_classes, iters=args.iters, warmup=warmup)
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -353,7 +354,9 @@ def read_predictions(path: Optional[str]) -> Optional[Dict[str, Any]]:
 
 
 def _num(value, spec):
-    return "" if value is None else format(value, spec)
+    if value is None:
+        return ""
+    return format(value, spec) if abs(value) >= 10 or value == 0 else format(value, ".3g")
 
 
 def format_table(report: Dict[str, Any]) -> str:
@@ -375,7 +378,7 @@ def format_table(report: Dict[str, Any]) -> str:
             rate, peak, pred = (_num(r["train_images_per_s"], ".1f"), _num(r["train_peak_gib"], ".2f"),
                                 _num(r.get("predicted_peak_gib"), ".2f"))
             details.append(f"AMP {r['amp']}{' + GradScaler' if r['grad_scaler'] else ''}, extract "
-                           f"{r['extract_images_per_s']:.0f} img/s")
+                           f"{_num(r['extract_images_per_s'], '.0f')} img/s")
             if "compile" in name:
                 details.append(f"warm-up with compilation {r['train_warmup_s']:.0f} s")
             details += r.get("prediction_notes", []) + r.get("notes", [])
