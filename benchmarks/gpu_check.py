@@ -367,7 +367,7 @@ def format_table(report: Dict[str, Any]) -> str:
              f"AMP {s['default_amp']}, MODEL.GRAD_CHECKPOINT {s['default_grad_checkpoint']}; "
              f"wall {report['wall_s']:.0f} s of a {s['budget_s']:.0f} s budget"
              + (f"; wheels on sys.path: {', '.join(os.path.basename(w) for w in s['wheels'])}" if s["wheels"] else ""),
-             f"{'row':21s} {'status':8s} {'img/s':>9s} {'peak GiB':>9s} {'pred GiB':>9s} {'s':>6s}  details"]
+             f"{'row':22s} {'status':8s} {'img/s':>9s} {'peak GiB':>9s} {'pred GiB':>9s} {'s':>6s}  details"]
     for name, r in report["rows"].items():
         status = r["status"] if r["status"] == "ok" else r["status"].split(":")[0]
         rate = peak = pred = ""
@@ -396,7 +396,7 @@ def format_table(report: Dict[str, Any]) -> str:
                            f"NCCL {r['nccl_version']}")
         if r.get("default"):
             details.insert(0, "default")
-        lines.append(f"{name:21s} {status:8s} {rate:>9s} {peak:>9s} {pred:>9s} {r['seconds']:6.1f}  "
+        lines.append(f"{name:22s} {status:8s} {rate:>9s} {peak:>9s} {pred:>9s} {r['seconds']:6.1f}  "
                      + "; ".join(details))
     if s["device"] != "cuda":
         lines.append("peak GiB on a CPU: the process's peak resident set so far (not per row)")
