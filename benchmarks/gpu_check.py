@@ -111,20 +111,19 @@ from utils.misc import autocast, resolve_amp, resolve_device, set_seed  # noqa: 
 logger = logging.getLogger(__name__)
 
 GIB = 2 ** 30
-MIB = 2 ** 20
 MIN_ROW_S = 5.0  # a row is not started with less time than this left
 AMPS = {"fp32": [], "fp16": ["fp16"], "bf16": ["bf16"]}  # row precision -> bench_train's AMP lever
 CUDA_ONLY_AMPS = ("fp16",)
 AMP_LEVER_VALUES = {"fp16": "fp16", "bf16": "bf16"}  # bench_train's AMP lever -> the AmpSettings name it gives
 # row name -> (kind, bench_train levers, time budget s)
-ROWS: Dict[str, Any] = {}
+CHECKS: Dict[str, Any] = {}
 for _amp, _levers in AMPS.items():
-    ROWS[f"train {_amp}"] = ("train", _levers, 60)
-    ROWS[f"train {_amp} +ckpt"] = ("train", ["grad_checkpoint"] + _levers, 60)
-ROWS["extract"] = ("extract", [], 40)
-ROWS["evaluate"] = ("evaluate", [], 120)
-ROWS["nccl"] = ("nccl", [], 60)
-ROWS["train default +compile"] = ("train", ["compile"], 240)  # + the AMP lever of the default (main)
+    CHECKS[f"train {_amp}"] = ("train", _levers, 60)
+    CHECKS[f"train {_amp} +ckpt"] = ("train", ["grad_checkpoint"] + _levers, 60)
+CHECKS["extract"] = ("extract", [], 40)
+CHECKS["evaluate"] = ("evaluate", [], 120)
+CHECKS["nccl"] = ("nccl", [], 60)
+CHECKS["train default +compile"] = ("train", ["compile"], 240)  # + the AMP lever of the default (main)
 
 
 # ----------------------------------------------------------------------------- time budgets
@@ -334,7 +333,7 @@ def nccl_row(device: torch.device) -> Dict[str, Any]:
 
 # ----------------------------------------------------------------------------- the report
 def skip_reason(name: str, levers: Sequence[str], device: torch.device, quick: bool) -> Optional[str]:
-    kind = ROWS[name][0]
+    kind = CHECKS[name][0]
     if device.type != "cuda" and (kind == "nccl" or any(lever in CUDA_ONLY_AMPS for lever in levers)):
         return "skipped: no CUDA"
     if device.type != "cuda" and quick and "compile" in levers:
@@ -411,8 +410,8 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     parser.add_argument("--iters", type=int, help="timed steps per row (default 5; --quick: 1)")
     parser.add_argument("--warmup", type=int, help="untimed steps first (default 2; --quick: 1)")
     parser.add_argument("--budget", type=float, default=450.0, help="seconds for all rows (default 450)")
-    parser.add_argument("--rows", nargs="+", choices=list(ROWS), metavar="ROW",
-                        help=f"rows to run, of: {', '.join(ROWS)} (default: all)")
+    parser.add_argument("--rows", nargs="+", choices=list(CHECKS), metavar="ROW",
+                        help=f"rows to run, of: {', '.join(CHECKS)} (default: all)")
     parser.add_argument("--num-classes", type=int, default=751, help="identities of the ID classifiers")
     parser.add_argument("--eval-scale", choices=sorted(SCALES), help="evaluate() size (default msmt; --quick: tiny)")
     parser.add_argument("--memory-prediction", metavar="FILE",
@@ -470,8 +469,8 @@ def main(argv: Optional[Sequence[str]] = None):
     logger.info("gpu_check: %s on %s, batch %d, budget %.0f s", setup["model"], setup["device_name"], args.batch,
                 args.budget)
     rows: Dict[str, Dict[str, Any]] = {}
-    for name in [n for n in ROWS if not args.rows or n in args.rows]:
-        kind, levers, budget = ROWS[name]
+    for name in [n for n in CHECKS if not args.rows or n in args.rows]:
+        kind, levers, budget = CHECKS[name]
         if "compile" in levers:  # with the default training's AMP
             levers = levers + [lever for lever, value in AMP_LEVER_VALUES.items() if value == default_amp.name]
         reason = skip_reason(name, levers, device, args.quick)

@@ -37,7 +37,7 @@ def test_quick_cpu_run_json(tmp_path):
     report = json.loads(out.read_text())
     assert set(report) == {"setup", "rows", "wall_s"} and 0 < report["wall_s"] < report["setup"]["budget_s"]
     setup, rows = report["setup"], report["rows"]
-    assert list(rows) == list(gpu_check.ROWS)
+    assert list(rows) == list(gpu_check.CHECKS)
     assert (setup["device"], setup["batch"], setup["iters"], setup["warmup"]) == ("cpu", 8, 1, 1)
     # the repository's defaults on a CPU: SOLVER.AMP 'auto' is float32 there, no checkpointing
     assert (setup["default_solver_amp"], setup["default_amp"], setup["default_grad_checkpoint"]) == ("auto", "off",
