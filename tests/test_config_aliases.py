@@ -132,7 +132,7 @@ def test_shipped_files_and_docs_use_the_new_names():
         with open(path, encoding="utf-8") as f:
             keys = set(_flat_keys(yaml.safe_load(f) or {}))
         assert not keys & set(RENAMED_KEYS), path
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+    with open(os.path.join(ROOT, "docs", "CONFIGURATION.md"), encoding="utf-8") as f:
         table = [line for line in f if line.startswith("| `")]
     cells = " ".join(line.split(" | ")[0] for line in table)
     assert "`INPUT.FLIP_PROB`" in cells and "`MODEL.FUSION.POOLING`" in cells

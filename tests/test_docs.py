@@ -10,6 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 TEXT_SUFFIXES = (".md", ".py", ".yml", ".txt")
 LINKED_DOCS = ("README.md", "configs/README.md")  # plus every docs/**/*.md
+README_MAX_LINES = 160  # the README is a front page; the user guide lives in docs/
 
 # Places that exist on a developer's machine but not in a clone. Written in pieces so that this file
 # does not match itself.
@@ -79,6 +80,20 @@ def relative_links(markdown):
     return [t for t in LINK.findall(text) if not re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*:", t)]
 
 
+def resolve(doc, path):
+    """The repository path a link ``path`` (no #fragment) in the Markdown file ``doc`` points at, normalised
+    without touching the file system (``a/../b`` -> ``b``); None when it climbs above the repository root."""
+    parts = []
+    for part in (Path(doc).parent / path if path else Path(doc)).parts:
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+        elif part != ".":
+            parts.append(part)
+    return "/".join(parts) or "."
+
+
 def broken_links(doc):
     """``[(target, why)]`` for the relative links of the tracked Markdown file ``doc``."""
     tracked = set(tracked_files())
@@ -87,20 +102,11 @@ def broken_links(doc):
     broken = []
     for target in relative_links((ROOT / doc).read_text(encoding="utf-8")):
         path, _, fragment = target.partition("#")
-        resolved = Path(doc).parent / path if path else Path(doc)
         if path.startswith("/"):
             broken.append((target, "absolute path"))
             continue
-        parts = []
-        for part in resolved.parts:  # normalise a/../b without touching the file system
-            if part == "..":
-                if not parts:
-                    break
-                parts.pop()
-            elif part != ".":
-                parts.append(part)
-        else:
-            name = "/".join(parts) or "."
+        name = resolve(doc, path)
+        if name is not None:
             if name not in tracked and name.rstrip("/") not in folders:
                 broken.append((target, f"{name} is not a file or folder of the repository"))
             elif fragment and name.endswith(".md") and name in tracked:
@@ -109,6 +115,32 @@ def broken_links(doc):
             continue
         broken.append((target, "points above the repository root"))
     return broken
+
+
+def reachable(start, read):
+    """Every Markdown file reachable from ``start`` by relative links, ``start`` included; ``read(path)`` gives
+    a file's text, or None for a file that is not a Markdown document of the repository."""
+    seen, todo = {start}, [start]
+    while todo:
+        doc = todo.pop()
+        for target in relative_links(read(doc)):
+            name = resolve(doc, target.partition("#")[0])
+            if name is not None and name not in seen and name.endswith(".md") and read(name) is not None:
+                seen.add(name)
+                todo.append(name)
+    return seen
+
+
+def code_blocks(markdown):
+    """The lines of the fenced code blocks of a Markdown text, each stripped of a trailing ``# comment``."""
+    return [line.split(" #")[0].strip() for block in FENCE.finditer(markdown)
+            for line in block.group(0).splitlines()[1:-1]]
+
+
+def ci_commands():
+    """The install and test commands of .ci/run: its lines that run something from the virtual environment."""
+    lines = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if ".venv/bin/" in line and not line.lstrip().startswith("#")]
 
 
 # ---------------------------------------------------------------------------------- the checker itself
@@ -132,6 +164,14 @@ def test_link_parsing_and_slugs():
     assert anchors("# A\n## A\n```\n# not a heading\n```\n") == {"a", "a-1"}
 
 
+def test_reachability_follows_links_between_pages():
+    pages = {"README.md": "[a](docs/A.md#x) [cfg](configs/README.md)", "docs/A.md": "[b](B.md) [up](../README.md)",
+             "docs/B.md": "[code](../train_net.py)", "docs/C.md": "[a](A.md)", "configs/README.md": ""}
+    assert reachable("README.md", pages.get) == {"README.md", "docs/A.md", "docs/B.md", "configs/README.md"}
+    assert code_blocks("x\n```bash\npip install a   # 1. install\n.venv/bin/python -m pytest -q tests\n```\n") == \
+        ["pip install a", ".venv/bin/python -m pytest -q tests"]
+
+
 # ---------------------------------------------------------------------------------- the repository
 def test_there_are_docs_to_check():
     docs = markdown_docs()
@@ -152,3 +192,30 @@ def test_no_reference_outside_the_repository(path):
 def test_relative_links_resolve(doc):
     broken = broken_links(doc)
     assert not broken, f"{doc}: broken links: " + "; ".join(f"{t} ({why})" for t, why in broken)
+
+
+# ---------------------------------------------------------------------------------- the README as a front page
+def test_readme_is_a_front_page():
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES, (
+        f"README.md has {len(lines)} lines (at most {README_MAX_LINES}): move the details to a page under docs/")
+
+
+def test_every_doc_page_is_reachable_from_the_readme():
+    docs = set(markdown_docs())
+
+    def read(path):
+        return (ROOT / path).read_text(encoding="utf-8") if path in docs else None
+
+    unreachable = sorted(docs - reachable("README.md", read))
+    assert not unreachable, "no chain of links from README.md reaches " + ", ".join(unreachable)
+
+
+def test_readme_shows_the_ci_install_and_test_commands():
+    commands = ci_commands()
+    assert len(commands) == 2 and "pip install" in commands[0] and "pytest" in commands[1], commands
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = code_blocks(readme)
+    missing = [c for c in commands if c not in shown]
+    assert not missing, f"README.md does not show .ci/run's command(s) verbatim in a code block: {missing}"
+    assert "`bash .ci/run`" in readme
