@@ -15,6 +15,17 @@ The exported model is the eval-mode model of ``utils/feature_extractor.py`` (``F
 * output ``features``: float32 [B, d], the retrieval feature (TEST.FEAT, TEST.NECK_FEAT, TEST.FEAT_NORM,
   TEST.PART_NORM and TEST.FLIP are baked in: set them when exporting).
 
+``--bake-preprocessing``: the graph takes ``images`` as uint8 [B, H, W, 3] (NHWC) in ``--input-colour`` order
+(BGR by default, as OpenCV and cameras give them) and converts, reorders and normalises them itself; the
+resize to H, W stays outside. ``--l2-normalize``: the output is L2-normalised in the graph.
+
+Metadata: the file carries what a caller needs (input size, layout, dtype, colour order, mean/std, whether
+the preprocessing is in the graph, output dimension, L2-normalised or not, TEST.FEAT & co., TEST.METRIC, the
+config as YAML, provenance with the checkpoint's SHA-256 and the parity figures, ``--threshold`` as
+``recommended_threshold``) as one JSON object: ONNX ``metadata_props['fusionreid']``, TorchScript extra file
+``fusionreid.json``. ``tracking/exported.py`` reads it back (``ExportedExtractor``: an extractor needing no
+config) and :func:`write_threshold` updates the threshold of an existing file.
+
 Weights: TEST.WEIGHT, a checkpoint written by train_net.py or a bare state dict (read as FeatureExtractor
 reads it: MODEL.PRETRAIN_CHOICE is ignored, the numbers of identities and cameras come from the file).
 Without TEST.WEIGHT the model is exported as ``build_model`` builds it (MODEL.PRETRAIN_CHOICE applies)
@@ -36,10 +47,11 @@ of torch.export, still working in 2.15).
 """
 import argparse
 import logging
+import math
 import os
 import sys
 import warnings
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -47,6 +59,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# write_threshold: for a calibration tool (tools.export.write_threshold updates an exported file's threshold)
+from tracking.exported import (COLOUR_ORDERS, METADATA_VERSION, ExportedExtractor,  # noqa: E402, F401
+                               write_metadata, write_threshold)
 from utils.cli import ConfigArgumentParser  # noqa: E402
 from utils.errors import FusionReIDError, UsageError, cli_entry  # noqa: E402
 
@@ -75,12 +90,28 @@ class ExportedReID(nn.Module):
     ``unknown_cam``: the id of the mean camera embedding that ``utils.feature_extractor.add_mean_camera``
     appended (None for a model without a camera embedding: then ``forward`` takes the images only).
     Camera ids of -1 are mapped to it, so the exported graph treats unknown cameras as FeatureExtractor does.
+
+    ``bake_colour`` ('BGR' or 'RGB'; None: float input): ``images`` are uint8 [B, H, W, 3] in that colour
+    order, converted as the test transform does after its resize (``ToTensor``: / 255, RGB, NCHW;
+    ``Normalize``: ``(x - pixel_mean) / pixel_std``). ``l2_normalize``: the features are L2-normalised.
     """
 
-    def __init__(self, model: nn.Module, unknown_cam: Optional[int]):
+    def __init__(self, model: nn.Module, unknown_cam: Optional[int], bake_colour: Optional[str] = None,
+                 pixel_mean: Sequence[float] = (0.5, 0.5, 0.5), pixel_std: Sequence[float] = (0.5, 0.5, 0.5),
+                 l2_normalize: bool = False):
         super().__init__()
         self.model = model
         self.unknown_cam = unknown_cam
+        self.bake_colour = bake_colour
+        self.l2_normalize = l2_normalize
+        if bake_colour is not None:
+            # channel c of the RGB image is channel rgb_index[c] of the input
+            order = [0, 1, 2] if bake_colour == "RGB" else [2, 1, 0]
+            self.register_buffer("rgb_index", torch.tensor(order), persistent=False)
+            self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1),
+                                 persistent=False)
+            self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1),
+                                 persistent=False)
         self.eval()  # the exporters put a module back into the mode they found it in
 
     @property
@@ -91,33 +122,46 @@ class ExportedReID(nn.Module):
     def input_names(self) -> List[str]:
         return ["images", "camids"] if self.uses_cameras else ["images"]
 
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, H, W, 3] in ``bake_colour`` order -> the test transform's float32 [B, 3, H, W]."""
+        rgb = images.permute(0, 3, 1, 2).index_select(1, self.rgb_index)
+        return (rgb.float().div(255) - self.pixel_mean) / self.pixel_std
+
     def forward(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.bake_colour is not None:
+            images = self.preprocess(images)
         if self.unknown_cam is None:
-            return self.model(images)
-        camids = torch.where(camids < 0, torch.full_like(camids, self.unknown_cam), camids)
-        return self.model(images, camids)
+            feats = self.model(images)
+        else:
+            camids = torch.where(camids < 0, torch.full_like(camids, self.unknown_cam), camids)
+            feats = self.model(images, camids)
+        return F.normalize(feats, dim=1) if self.l2_normalize else feats
 
 
-def build_exported(cfg, num_cams: int) -> ExportedReID:
-    """The model to export: FeatureExtractor's (TEST.WEIGHT, mean camera appended), or an untrained one."""
+def build_exported(cfg, num_cams: int, bake_colour: Optional[str] = None, l2_normalize: bool = False) -> ExportedReID:
+    """The model to export: FeatureExtractor's (TEST.WEIGHT, mean camera appended), or an untrained one;
+    ``bake_colour``, ``l2_normalize``: see :class:`ExportedReID`."""
     from model import build_model
-    from utils.feature_extractor import add_mean_camera, load_trained_model
+    from model.checkpointer import build_trained_model
+    from utils.feature_extractor import add_mean_camera
     from utils.misc import set_seed
 
     if cfg.TEST.WEIGHT:
-        model = load_trained_model(cfg, device="cpu")
+        model = build_trained_model(cfg, cfg.TEST.WEIGHT)
     else:
         logger.warning("TEST.WEIGHT is empty: exporting the model as built (MODEL.PRETRAIN_CHOICE %r), not a "
                        "trained one, with %d camera(s) (--num-cams)", cfg.MODEL.PRETRAIN_CHOICE, num_cams)
         set_seed(cfg.SOLVER.SEED)  # the same random weights at every run
         model = build_model(cfg, 1, num_cams).eval()  # the ID classifiers are not part of the eval feature
-    return ExportedReID(model, add_mean_camera(model))
+    return ExportedReID(model, add_mean_camera(model), bake_colour, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD,
+                        l2_normalize)
 
 
-def sample_inputs(cfg, batch: int, num_cams: Optional[int],
-                  seed: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Deterministic test inputs: images [B, 3, H, W] normalised as the test transform does, and camera ids
-    cycling through -1 (unknown), 0, ..., num_cams - 1 (None for ``num_cams`` None).
+def sample_inputs(cfg, batch: int, num_cams: Optional[int], seed: int,
+                  bake_colour: Optional[str] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Deterministic test inputs: images [B, 3, H, W] normalised as the test transform does (with
+    ``bake_colour``: the same pixels as uint8 [B, H, W, 3] in that colour order), and camera ids cycling
+    through -1 (unknown), 0, ..., num_cams - 1 (None for ``num_cams`` None).
 
     Each image is a mosaic of random colours (blocks of about 32 pixels) plus pixel noise: the noise drives
     every filter, the mosaic makes the images differ as wholes, so that even an untrained model (whose
@@ -131,6 +175,9 @@ def sample_inputs(cfg, batch: int, num_cams: Optional[int],
     mean = torch.tensor(cfg.INPUT.PIXEL_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(cfg.INPUT.PIXEL_STD).view(1, 3, 1, 1)
     cams = None if num_cams is None else torch.arange(batch) % (num_cams + 1) - 1
+    if bake_colour is not None:
+        rgb = (pixels * 255).round().to(torch.uint8)
+        return (rgb.flip(1) if bake_colour == "BGR" else rgb).permute(0, 2, 3, 1).contiguous(), cams
     return (pixels - mean) / std, cams
 
 
@@ -199,34 +246,10 @@ def export_torchscript(module: ExportedReID, example: Tuple[torch.Tensor, ...], 
     log_warnings(caught)
 
 
-def onnx_runner(path: str) -> Runner:
-    """Features from the ONNX file at ``path`` through onnxruntime on the CPU."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-
-    def run(images, cams):
-        feeds = {name: t.numpy() for name, t in zip(names, model_args(images, cams))}
-        return torch.from_numpy(session.run(["features"], feeds)[0])
-    return run
-
-
-def torchscript_runner(path: str) -> Runner:
-    """Features from the TorchScript file at ``path``, loaded back with ``torch.jit.load``."""
-    with quiet_tracing() as caught:
-        warnings.simplefilter("always")
-        loaded = torch.jit.load(path, map_location="cpu")
-    log_warnings(caught)
-
-    def run(images, cams):
-        with torch.no_grad():
-            return loaded(*model_args(images, cams))
-    return run
-
-
 def load_runner(fmt: str, path: str) -> Runner:
-    return onnx_runner(path) if fmt == "onnx" else torchscript_runner(path)
+    """The exported file at ``path`` run as a caller runs it (``tracking.exported.ExportedExtractor``:
+    onnxruntime on the CPU, or ``torch.jit.load``); ``fmt`` is the format written."""
+    return ExportedExtractor(path).run
 
 
 # ----------------------------------------------------------------------------- verification
@@ -252,7 +275,7 @@ def verify(module: ExportedReID, run: Runner, cfg, batches: List[int], num_cams:
     ranking of the last batch)."""
     per_batch = {}
     for i, batch in enumerate(batches):
-        images, cams = sample_inputs(cfg, batch, num_cams, seed + i)
+        images, cams = sample_inputs(cfg, batch, num_cams, seed + i, module.bake_colour)
         with torch.no_grad():
             expected = module(*model_args(images, cams)).float()
         got = run(images, cams).float()
@@ -266,6 +289,88 @@ def verify(module: ExportedReID, run: Runner, cfg, batches: List[int], num_cams:
     margin = torch.sort(dist, dim=1).values.diff(dim=1).min().item() if dist.shape[1] > 1 else float("inf")
     return {"max_abs_diff": max(per_batch.values()), "per_batch": per_batch, "ranking_same": same,
             "ranking_margin": margin, "feature_dim": expected.shape[1]}
+
+
+# ----------------------------------------------------------------------------- metadata
+def provenance_record(cfg, argv) -> Dict[str, Any]:
+    """Where the export came from: utils.provenance's record of this command, plus the checkpoint's path,
+    SHA-256 and the provenance and epoch its training wrote into it (None when absent)."""
+    from model.backbones.weights import read_weight_file
+    from utils.protocol import sha256_file
+    from utils.provenance import collect_provenance, command_line
+
+    record = collect_provenance("cpu", "off", 1, command_line(argv, "tools/export.py"))
+    weight = cfg.TEST.WEIGHT
+    checkpoint = {"path": weight or None, "sha256": None, "epoch": None, "training": None}
+    if weight:
+        checkpoint["sha256"] = sha256_file(weight)
+        stored = read_weight_file(weight, "TEST.WEIGHT")
+        if isinstance(stored, dict):
+            checkpoint["epoch"] = stored.get("epoch") if isinstance(stored.get("epoch"), int) else None
+            checkpoint["training"] = stored.get("provenance") if isinstance(stored.get("provenance"), dict) else None
+    record["checkpoint"] = checkpoint
+    return record
+
+
+def build_metadata(args: argparse.Namespace, cfg, module: ExportedReID, argv) -> Dict[str, Any]:
+    """What a caller of the exported file needs (docs/EXPORT.md, "Metadata"); ``provenance.parity`` is
+    added once the file is verified."""
+    h, w = (int(v) for v in cfg.INPUT.SIZE_TEST)
+    baked = module.bake_colour is not None
+    images = {"name": "images", "dtype": "uint8" if baked else "float32", "layout": "NHWC" if baked else "NCHW",
+              "shape": ["batch", h, w, 3] if baked else ["batch", 3, h, w]}
+    inputs = [images]
+    if module.uses_cameras:
+        inputs.append({"name": "camids", "dtype": "int64", "layout": "N", "shape": ["batch"]})
+    return {
+        "format_version": METADATA_VERSION,
+        "producer": "FusionReID tools/export.py",
+        "format": args.format,
+        "inputs": inputs,
+        "input_size": [h, w],
+        "layout": images["layout"],
+        "input_dtype": images["dtype"],
+        "colour_order": module.bake_colour or "RGB",
+        "resize": "bilinear, torchvision Resize of a PIL image (the test transform); outside the graph",
+        "pixel_scale": 1 / 255,
+        "pixel_mean": [float(v) for v in cfg.INPUT.PIXEL_MEAN],
+        "pixel_std": [float(v) for v in cfg.INPUT.PIXEL_STD],
+        "preprocessing_in_graph": baked,
+        "output": "features",
+        "output_dim": int(module.model.test_dim),
+        "l2_normalised": bool(args.l2_normalize or cfg.TEST.FEAT_NORM),
+        "l2_normalize_in_graph": bool(args.l2_normalize),
+        "feature": {key: cfg.TEST[key.split(".")[1]] for key in
+                    ("TEST.FEAT", "TEST.NECK_FEAT", "TEST.FEAT_NORM", "TEST.PART_NORM", "TEST.FLIP")},
+        "metric": cfg.TEST.METRIC,
+        "num_cams": module.unknown_cam,
+        "unknown_camera": -1 if module.uses_cameras else None,
+        "recommended_threshold": args.threshold,
+        "config": cfg.dump(),
+        "provenance": provenance_record(cfg, argv),
+    }
+
+
+def parity_record(args: argparse.Namespace, report: Dict[str, object]) -> Dict[str, Any]:
+    return {"max_abs_diff": report["max_abs_diff"],
+            "per_batch": {str(b): d for b, d in report["per_batch"].items()},
+            "ranking_same": report["ranking_same"], "ranking_margin": report["ranking_margin"], "atol": args.atol,
+            "seed": args.seed, "opset": args.opset if args.format == "onnx" else None,
+            "exporter": ("torch.onnx.export dynamo" if args.dynamo else "torch.onnx.export legacy")
+            if args.format == "onnx" else "torch.jit.trace"}
+
+
+def check_output_path(out: str, label: str, file_name: str) -> None:
+    """The file to write must be creatable: ``out`` is not an existing folder, and no existing path above it
+    is a regular file. Checked before exporting (``label``: how the user named it)."""
+    path = os.path.abspath(out)
+    if os.path.isdir(path):
+        raise UsageError(f"{label} {out} is a folder: name the file to write, e.g. {os.path.join(out, file_name)}")
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"{label} {out}: {parent} is a file, not a folder, so nothing can be written below it")
 
 
 # ----------------------------------------------------------------------------- command line
@@ -289,6 +394,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-cams", type=int, default=1,
                         help="cameras of the untrained model exported without TEST.WEIGHT (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random verification images")
+    parser.add_argument("--bake-preprocessing", action="store_true",
+                        help="the graph takes uint8 images [B, H, W, 3] (--input-colour order) and converts and "
+                             "normalises them itself (the resize to INPUT.SIZE_TEST stays outside)")
+    parser.add_argument("--input-colour", choices=COLOUR_ORDERS,
+                        help="with --bake-preprocessing: channel order of the uint8 input (default BGR, as OpenCV "
+                             "and cameras give images)")
+    parser.add_argument("--l2-normalize", action="store_true", help="L2-normalise the output in the graph")
+    parser.add_argument("--threshold", type=float,
+                        help="recommended similarity threshold, stored in the metadata as recommended_threshold "
+                             "(e.g. from tools/calibrate.py)")
     args = parser.parse_args(argv)
     check_args(args)
     return args
@@ -303,6 +418,12 @@ def check_args(args: argparse.Namespace) -> None:
                          f">= 2 and different from it (it proves the dynamic batch)")
     if args.num_cams < 1:
         raise UsageError(f"--num-cams must be >= 1, got {args.num_cams}")
+    if args.input_colour is not None and not args.bake_preprocessing:
+        raise UsageError(f"--input-colour {args.input_colour} applies with --bake-preprocessing only")
+    if args.bake_preprocessing and args.input_colour is None:
+        args.input_colour = "BGR"
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        raise UsageError(f"--threshold must be a finite number, got {args.threshold}")
     if args.format != "onnx" and (args.opset is not None or args.dynamo):
         raise UsageError("--opset and --dynamo apply to --format onnx only")
     if args.opset is None:
@@ -322,18 +443,20 @@ def require_onnxruntime() -> None:
         raise UsageError(f"--format onnx needs onnx and onnxruntime ({e}): pip install -r requirements.txt") from None
 
 
-def write_verified(args: argparse.Namespace, module: ExportedReID, cfg,
-                   num_cams: Optional[int]) -> Dict[str, object]:
-    """Export to a temporary file beside ``--out``, verify it, then move it to ``--out`` (removed if it fails)."""
+def write_verified(args: argparse.Namespace, module: ExportedReID, cfg, num_cams: Optional[int],
+                   metadata: Dict[str, Any]) -> Dict[str, object]:
+    """Export to a temporary file beside ``--out`` with ``metadata``, verify it as a caller loads it, add the
+    parity figures to the metadata, then move it to ``--out`` (removed if anything fails)."""
     out = os.path.abspath(args.out)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     partial = f"{out}.partial-{os.getpid()}"
-    example = model_args(*sample_inputs(cfg, args.trace_batch, num_cams, args.seed))
+    example = model_args(*sample_inputs(cfg, args.trace_batch, num_cams, args.seed, module.bake_colour))
     try:
         if args.format == "onnx":
             export_onnx(module, example, partial, args.opset, args.dynamo)
         else:
             export_torchscript(module, example, partial)
+        write_metadata(partial, metadata)
         report = verify(module, load_runner(args.format, partial), cfg, [args.trace_batch, args.check_batch],
                         num_cams, args.seed)
         log_report(args, report)
@@ -345,6 +468,8 @@ def write_verified(args: argparse.Namespace, module: ExportedReID, cfg,
                 problems.append(f"the ranking of {args.check_batch // 2} queries differs from PyTorch's")
             raise ExportError(f"{args.format} export failed verification: {'; '.join(problems)} "
                               f"({args.out} not written)")
+        metadata["provenance"]["parity"] = parity_record(args, report)
+        write_metadata(partial, metadata)
         os.replace(partial, out)
     finally:
         if os.path.exists(partial):
@@ -352,11 +477,19 @@ def write_verified(args: argparse.Namespace, module: ExportedReID, cfg,
     return report
 
 
+def variant_name(args: argparse.Namespace) -> str:
+    """'plain', 'uint8 BGR input', 'L2-normalised output' or both."""
+    parts = ([f"uint8 {args.input_colour} input"] if args.bake_preprocessing else []) + \
+        (["L2-normalised output"] if args.l2_normalize else [])
+    return ", ".join(parts) or "plain"
+
+
 def log_report(args: argparse.Namespace, report: Dict[str, object]) -> None:
     per_batch = ", ".join(f"batch {b}: {d:.3g}" for b, d in report["per_batch"].items())
     q = args.check_batch // 2
-    logger.info("parity %s vs PyTorch: max abs feature difference %.3g (%s; --atol %g), ranking of %d queries "
-                "x %d gallery %s (closest distances of a query %.2g apart)", args.format, report["max_abs_diff"],
+    logger.info("parity %s (%s) vs PyTorch: max abs feature difference %.3g (%s; --atol %g), ranking of %d queries "
+                "x %d gallery %s (closest distances of a query %.2g apart)", args.format, variant_name(args),
+                report["max_abs_diff"],
                 per_batch, args.atol, q, args.check_batch - q, "identical" if report["ranking_same"] else "DIFFERENT",
                 report["ranking_margin"])
 
@@ -372,17 +505,22 @@ def main(argv=None) -> Dict[str, object]:
     if args.format == "onnx":
         require_onnxruntime()
     cfg = load_cfg(args.config_file, args.opts)
+    label = "--out" if args.out else "OUTPUT_DIR/" + DEFAULT_NAMES[args.format]
     args.out = args.out or os.path.join(cfg.OUTPUT_DIR, DEFAULT_NAMES[args.format])
-    module = build_exported(cfg, args.num_cams)
+    check_output_path(args.out, label, DEFAULT_NAMES[args.format])  # before the export, which can take minutes
+    module = build_exported(cfg, args.num_cams, args.input_colour, args.l2_normalize)
     num_cams = module.unknown_cam  # the training cameras; the unknown one (-1) is their mean
     h, w = cfg.INPUT.SIZE_TEST
-    logger.info("exporting %s: images [B, 3, %d, %d]%s -> features [B, %d] (TEST.FEAT %s, NECK_FEAT %s, "
-                "FEAT_NORM %s, FLIP %s)", args.format, h, w,
+    images = f"uint8 [B, {h}, {w}, 3] {args.input_colour}" if args.bake_preprocessing else f"[B, 3, {h}, {w}]"
+    logger.info("exporting %s: images %s%s -> features [B, %d]%s (TEST.FEAT %s, NECK_FEAT %s, FEAT_NORM %s, "
+                "FLIP %s)", args.format, images,
                 f", camids [B] in [0, {num_cams}) or -1" if module.uses_cameras else "", module.model.test_dim,
-                cfg.TEST.FEAT, cfg.TEST.NECK_FEAT, cfg.TEST.FEAT_NORM, cfg.TEST.FLIP)
-    report = write_verified(args, module, cfg, num_cams)
+                ", L2-normalised" if args.l2_normalize else "", cfg.TEST.FEAT, cfg.TEST.NECK_FEAT,
+                cfg.TEST.FEAT_NORM, cfg.TEST.FLIP)
+    metadata = build_metadata(args, cfg, module, argv)
+    report = write_verified(args, module, cfg, num_cams, metadata)
     logger.info("written %s (%.1f MB)", args.out, os.path.getsize(args.out) / 1e6)
-    return dict(report, out=args.out, inputs=module.input_names)
+    return dict(report, out=args.out, inputs=module.input_names, metadata=metadata)
 
 
 if __name__ == "__main__":
