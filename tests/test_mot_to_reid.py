@@ -138,7 +138,7 @@ def load_csv_dataset(out):
     return build_dataset("csv", "/unused", load_cfg(TINY_CONFIG, ["DATASETS.NAMES", "csv", "DATASETS.CSV_DIR", out]))
 
 
-# ----------------------------------------------------------------------------------------------- one camera per identity
+# ------------------------------------------------------------------------------------------ one camera per identity
 def test_single_camera_sequences_time_segments(sequences, tmp_path, caplog, capsys):
     out, summary = convert(tmp_path, sequences["single"], "--min-gap", "10")
     printed = capsys.readouterr().out
@@ -321,7 +321,8 @@ def test_errors_name_file_and_line(tmp_path, line, message):
     (["--frame-stride", "0"], "--frame-stride 0: must be >= 1"),
     (["--min-gap", "1000"], "no test identity can have a query: every test track is too short"),
     (["--query-rule", "camera"], "with --query-rule camera an identity needs crops from two cameras"),
-    (["--min-height", "500"], "0 identities left after the filters"),
+    (["--min-height", "500"], "0 identities left after the filters (at least --min-crops 2 crops each); train and "
+                              "test need one each: relax the filters (boxes filtered: 4 visibility < 0.5, 181 smaller than 20 x 500"),
 ])
 def test_bad_options(sequences, tmp_path, args, message):
     with pytest.raises(SystemExit, match=re.escape(message)):

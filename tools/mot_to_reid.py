@@ -352,7 +352,7 @@ def plan_dataset(tracks: Dict[Tuple[int, int], List[Box]], cameras: Sequence[int
     if len(kept) < 2:
         raise UsageError(f"{len(kept)} identit{'y' if len(kept) == 1 else 'ies'} left after the filters "
                          f"(at least --min-crops {args.min_crops} crops each); train and test need one each: "
-                         f"relax the filters (see the counts above)")
+                         f"relax the filters")
     pid_of = {ident: pid for pid, ident in enumerate(kept, 1)}
     rng = np.random.default_rng(args.seed)
     order = [kept[i] for i in rng.permutation(len(kept))]
@@ -421,7 +421,8 @@ def _split_test_identity(ident, keys, tracks, segments, cameras, args, rng, coun
         if first and second:
             query = [crop(b, ident, 0) for b in evenly_spaced(first, args.queries_per_id)]
             counts["not written: query segment beyond the queries"] += len(first) - len(query)
-            counts["not written: in the gap between query and gallery segments"] += len(boxes) - len(first) - len(second)
+            in_gap = len(boxes) - len(first) - len(second)
+            counts["not written: in the gap between query and gallery segments"] += in_gap
             # other tracks of the query's camera are other times as well: gallery segment (camid 2c + 1)
             gallery = [crop(b, ident, 1) for b in second]
             gallery += [crop(b, ident, 1 if cameras[k[0]] == cameras[longest[0]] else s)
@@ -516,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--global-ids", action="store_true",
                         help="a track id names the same person in every sequence (default: per sequence)")
     parser.add_argument("--classes", default="1", help="classes kept, comma-separated, or 'any' (default: 1)")
-    parser.add_argument("--min-visibility", type=float, default=0.5, help="default: 0.5 (negative: not annotated, kept)")
+    parser.add_argument("--min-visibility", type=float, default=0.5,
+                        help="default: 0.5 (a negative visibility: not annotated, kept)")
     parser.add_argument("--min-height", type=int, default=50, help="pixels after clipping (default: 50)")
     parser.add_argument("--min-width", type=int, default=20, help="pixels after clipping (default: 20)")
     parser.add_argument("--min-inside", type=float, default=0.75,
@@ -525,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-crops", type=int, default=0,
                         help="at most N crops per track, evenly spaced in time (default: 0 = no limit)")
     parser.add_argument("--min-crops", type=int, default=2, help="drop identities with fewer crops (default: 2)")
-    parser.add_argument("--train-ratio", type=float, default=0.5, help="share of identities for training (default: 0.5)")
+    parser.add_argument("--train-ratio", type=float, default=0.5,
+                        help="share of identities for training (default: 0.5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the identity split and query cameras (default: 0)")
     parser.add_argument("--query-rule", choices=QUERY_RULES, default="auto",
                         help="camera: queries need another camera; time: time segments; auto: per identity (default)")
@@ -574,7 +577,12 @@ def main(argv=None) -> dict:
         if filters.max_crops and len(boxes) > filters.max_crops:
             dropped[f"over --max-crops {filters.max_crops} per track"] += len(boxes) - filters.max_crops
             tracks[key] = evenly_spaced(boxes, filters.max_crops)
-    plan = plan_dataset(tracks, cameras, args.global_ids, args)
+    try:
+        plan = plan_dataset(tracks, cameras, args.global_ids, args)
+    except UsageError as err:
+        if not dropped:
+            raise
+        raise UsageError(f"{err} (boxes filtered: {', '.join(f'{n} {why}' for why, n in dropped.items())})") from None
     rule = rule_message(plan, args)
     logger.info("query/gallery rule: %s", rule)
 
@@ -594,7 +602,8 @@ def main(argv=None) -> dict:
     counts = plan.counts
     filtered = dict(dropped)
     if counts.get("identities with too few crops"):
-        filtered[f"identities with fewer than {args.min_crops} crops"] = counts["boxes of identities with too few crops"]
+        filtered[f"identities with fewer than {args.min_crops} crops"] = \
+            counts["boxes of identities with too few crops"]
     summary = {
         "crops": written,
         "splits": {split: {"images": len(plan.splits[split]), "ids": len({c.pid for c in plan.splits[split]})}
