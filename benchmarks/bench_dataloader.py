@@ -63,7 +63,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING)
     cfg = load_cfg(args.config_file, ["DATASETS.NAMES", "synthetic", "SOLVER.IMS_PER_BATCH", "64",
                                       "DATALOADER.NUM_INSTANCE", "4"] + list(args.opts))
-    print(f"config: {cfg.DATASETS.NAMES} in {cfg.DATASETS.ROOT_DIR}, batch {cfg.SOLVER.IMS_PER_BATCH}, "
+    print(f"config: {cfg.DATASETS.NAMES[0]} in {cfg.DATASETS.ROOT_DIR}, batch {cfg.SOLVER.IMS_PER_BATCH}, "
           f"input {list(cfg.INPUT.SIZE_TRAIN)}, {args.batches} timed batches")
 
     rates = {w: loader_images_per_second(cfg, w, args.batches) for w in (0, 1, 2)}
@@ -72,7 +72,7 @@ def main(argv=None):
         print(f"  {workers} worker(s): {rate:8.1f} images/s   x{rate / rates[0]:.2f}")
 
     torch.set_num_threads(1)   # as in a loader worker (and in the main-process loader)
-    paths = [r.path for r in build_dataset(cfg.DATASETS.NAMES, cfg.DATASETS.ROOT_DIR, cfg).train[:args.images]]
+    paths = [r.path for r in build_dataset(cfg.DATASETS.NAMES[0], cfg.DATASETS.ROOT_DIR, cfg).train[:args.images]]
     transform = build_transforms(cfg, is_train=True)
     print(f"decoding {len(paths)} images, one thread (per image; + train transform):")
     decode = {name: per_image_seconds(fn, paths) for name, fn in DECODERS.items()}

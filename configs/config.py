@@ -3,18 +3,26 @@
 Every failure names the file and key at fault: an unknown key, a value of the wrong type, a value
 outside a key's allowed names, or a missing/cyclic ``_BASE_`` file.
 
+The result is plain data: every list value is a tuple (a YAML list or ``[a, b]`` / ``(a, b)`` on the command
+line), and the keys of :data:`NAME_LIST_KEYS` also take one name (a YAML string, a bare word on the command
+line) as a tuple of one. ``DATASETS.TEST_NAMES`` left empty is set to ``DATASETS.NAMES``.
+
+Names defined by a registry (datasets, backbones) are not checked here: the registries fill as their modules are
+imported, and a name registered by the user's own code may come after the config is loaded. Each registry checks
+its keys where it builds (``datasets.check_dataset_names`` in ``make_dataloader``, ``model.backbones.build_backbone``),
+with :func:`check_choice`. This package imports no torch.
+
 Renamed keys (:data:`RENAMED_KEYS`) are still accepted under their old names, in a YAML file or on the
 command line: the value goes to the new key and a deprecation warning naming both is logged. Giving the
 old and the new name with different values in one file (or both on the command line) is an error.
 """
 import logging
 import os
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 from yacs.config import CfgNode as CN
 
-from model.fusion import HTM_ORDERS
 from utils.errors import ConfigError  # defined with the other user errors; exported as configs.ConfigError
 
 from .defaults import get_cfg_defaults
@@ -29,35 +37,18 @@ RENAMED_KEYS = {
     "MODEL.POOLING": "MODEL.FUSION.POOLING",      # pooling of the LRU maps; MODEL.CNN.POOLING is the CNN's
 }
 
+# Structures of one Heterogenous Transmission Module (MODEL.FUSION.HTM_ORDER; built by model.fusion).
+HTM_ORDERS = ("seu_mfu", "seu", "mfu_seu", "mfu")
 
-def _registered_backbones(kind: str) -> Callable[[], Tuple[str, ...]]:
-    """'' (the branch off) and the backbone names of ``kind`` registered in ``model.backbones``."""
-    def names() -> Tuple[str, ...]:
-        from model.backbones import backbone_names
-        return ("",) + backbone_names(kind)
-    return names
-
-
-def _registered_datasets() -> Tuple[str, ...]:
-    """The dataset names registered in ``datasets`` (imported here, not at the top: datasets import configs)."""
-    from datasets import dataset_names
-    return dataset_names()
-
-
-# Keys whose value must be one of a fixed set of names. A callable gives the names of a registry, read
-# when a config is checked: backbones and datasets are named where they are defined, nowhere else.
+# Keys whose value must be one of a fixed set of names (registry names are checked by their registry, see above).
 CHOICES = {
     "MODEL.DEVICE": ("auto", "cuda", "cpu"),
     "MODEL.PRETRAIN_CHOICE": ("imagenet", "self", "none"),
-    "MODEL.CNN.NAME": _registered_backbones("cnn"),
     "MODEL.CNN.POOLING": ("gem", "avg", "max"),
-    "MODEL.TRANSFORMER.NAME": _registered_backbones("transformer"),
     "MODEL.TRANSFORMER.T2T_ATTN_SCALE": ("head_dim", "embed_dim"),
     "MODEL.TRANSFORMER.T2T_POS_EMBED": ("checkpoint", "sinusoid"),
     "MODEL.FUSION.HTM_ORDER": HTM_ORDERS,
     "MODEL.FUSION.POOLING": ("gem", "avg"),
-    "DATASETS.NAMES": _registered_datasets,
-    "DATASETS.TEST_NAMES": _registered_datasets,
     "MODEL.FUSION.INIT": ("pytorch", "trunc_normal"),
     "MODEL.TRIPLET_BATCH": ("global", "per_process"),
     "DATALOADER.SAMPLER": ("identity", "balanced_identity", "random"),
@@ -71,14 +62,8 @@ CHOICES = {
 }
 
 
-# Keys naming datasets: one name or a list of names (YAML list, or "['a','b']" on the command line), each
-# checked against CHOICES. yacs would refuse a list where the default is a string (and the reverse), so
-# their values are checked and set here (_take_dataset_lists), never by yacs's merge. A key whose default
-# is a string keeps a single name as a string (existing readers of e.g. DATASETS.NAMES see no change);
-# read them as lists with train_dataset_names / evaluated_dataset_names.
-DATASET_LIST_KEYS = ("DATASETS.NAMES", "DATASETS.TEST_NAMES")
-# Keys that must name at least one dataset (TEST_NAMES may be empty: the training datasets).
-_NONEMPTY_LIST_KEYS = ("DATASETS.NAMES",)
+# Keys holding a tuple of names, which also take a single name: a YAML string or a bare word on the command line.
+NAME_LIST_KEYS = ("DATASETS.NAMES", "DATASETS.TEST_NAMES")
 
 _MISSING = object()
 
@@ -191,66 +176,36 @@ def _deep_update(dst, src):
             dst[k] = v
 
 
-def names_of(value: Union[str, Sequence[str]]) -> List[str]:
-    """The value of a key of :data:`DATASET_LIST_KEYS` (a name or a list of names) as a list of names."""
-    return [value] if isinstance(value, str) else list(value)
+def _name_tuple(key: str, value: Any, source: str) -> Tuple[str, ...]:
+    """``value`` of the name-list ``key`` as a tuple: one name (a string) or a list/tuple of names; anything else
+    is a ``ConfigError`` naming the key."""
+    names = (value,) if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{source}: {key} must be a name or a list of names, got {value!r}")
+    return tuple(names)
 
 
-def train_dataset_names(cfg: CN) -> List[str]:
-    """``DATASETS.NAMES`` as a list: the datasets trained on (their union), in order."""
-    return names_of(cfg.DATASETS.NAMES)
-
-
-def evaluated_dataset_names(cfg: CN) -> List[str]:
-    """``DATASETS.TEST_NAMES`` as a list, or the training datasets when it is empty.
-
-    Each is evaluated separately; the first one's metrics are the top level of results.json and choose
-    the best checkpoint (``model_best.pth``)."""
-    return names_of(cfg.DATASETS.TEST_NAMES) or train_dataset_names(cfg)
-
-
-def _dataset_list_value(key: str, value: Any, source: str) -> Union[str, List[str]]:
-    """``value`` of the dataset-list ``key`` as stored in the config: a list of names, or a single name as a
-    string where the key's default is a string. A ``ConfigError`` naming the key for any other type, an
-    empty list where a dataset is needed, or a name given twice."""
-    listed = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
-    if not (isinstance(value, str) or listed):
-        raise ConfigError(f"{source}: {key} must be a dataset name or a list of names, got {value!r}")
-    names = names_of(value)
-    if not names and key in _NONEMPTY_LIST_KEYS:
-        raise ConfigError(f"{source}: {key} is empty; name at least one dataset")
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ConfigError(f"{source}: {key} = {names!r} names {', '.join(map(repr, repeated))} more than once")
-    single = isinstance(_get_dotted(get_cfg_defaults(), key), str) and len(names) == 1
-    return names[0] if single else names
-
-
-def _take_dataset_lists(cfg: CN, mapping: Dict[str, Any], source: str) -> None:
-    """Set the keys of :data:`DATASET_LIST_KEYS` found in ``mapping`` (nested) on ``cfg`` and remove them
-    from ``mapping``, so that yacs's merge, which wants the default's type, never sees them."""
-    for key in DATASET_LIST_KEYS:
-        value = _pop_dotted(mapping, key)
+def _names_in_mapping(mapping: Dict[str, Any], source: str) -> Dict[str, Any]:
+    """``mapping`` (nested, as read from YAML) with the values of :data:`NAME_LIST_KEYS` made tuples, in place."""
+    for key in NAME_LIST_KEYS:
+        value = _get_dotted(mapping, key)
         if value is not _MISSING:
-            _set_dotted(cfg, key, _dataset_list_value(key, value, source))
+            _set_dotted(mapping, key, _name_tuple(key, value, source))
+    return mapping
 
 
-def _take_dataset_list_opts(cfg: CN, opts: Sequence[Any], source: str) -> List[Any]:
-    """:func:`_take_dataset_lists` for KEY VALUE overrides (a value decoded as yacs does: "['a','b']" is a
-    list, ``a`` a string); returns the other overrides."""
-    rest: List[Any] = []
+def _names_in_opts(opts: Sequence[Any], source: str) -> List[Any]:
+    """KEY VALUE overrides with the values of :data:`NAME_LIST_KEYS` decoded as yacs decodes them (``a`` a string,
+    ``['a','b']`` / ``('a','b')`` a list / tuple) and made tuples."""
+    out: List[Any] = []
     for key, value in zip(opts[0::2], opts[1::2]):
-        if key in DATASET_LIST_KEYS:
-            _set_dotted(cfg, key, _dataset_list_value(key, CN._decode_cfg_value(value), source))
-        else:
-            rest += [key, value]
-    return rest
+        out += [key, _name_tuple(key, CN._decode_cfg_value(value), source) if key in NAME_LIST_KEYS else value]
+    return out
 
 
 def _merge(cfg, mapping, source):
-    _take_dataset_lists(cfg, mapping, source)
     try:
-        cfg.merge_from_other_cfg(CN(mapping))
+        cfg.merge_from_other_cfg(CN(_names_in_mapping(mapping, source)))
     except KeyError as e:
         # yacs: "Non-existent config key: MODEL.FOO"
         raise ConfigError(f"{source}: {e.args[0]} (see configs/defaults.py for the known keys)") from None
@@ -258,27 +213,36 @@ def _merge(cfg, mapping, source):
         raise ConfigError(f"{source}: {e}") from None
 
 
-def allowed_values(key: str) -> Tuple[Any, ...]:
-    """The values ``key`` of :data:`CHOICES` may take (a registry's names as registered now)."""
-    allowed = CHOICES[key]
-    return tuple(allowed()) if callable(allowed) else tuple(allowed)
+def check_choice(key: str, value: Any, allowed: Sequence[Any], source: str = "", what: str = "") -> None:
+    """A ``ConfigError`` naming ``key`` (after ``source``, the file or 'command line', when given) unless ``value``
+    is in ``allowed`` or, for a key of :data:`NAME_LIST_KEYS`, each of its names is. ``what`` says what the allowed
+    values are (e.g. 'registered datasets'). The registries check their keys with it when they build."""
+    listed = key in NAME_LIST_KEYS
+    bad = [v for v in value if v not in allowed] if listed else [] if value in allowed else [value]
+    if bad:
+        given = f"{value!r}: {bad[0]!r}" if listed else repr(value)
+        where = f"{source}: " if source else ""
+        among = f" ({what})" if what else ""
+        names = ", ".join(repr(a) for a in allowed)
+        raise ConfigError(f"{where}{key} = {given} is not one of {names}{among}")
 
 
 def _check_choices(cfg, source):
-    for key in CHOICES:
-        allowed = allowed_values(key)
-        value = _get_dotted(cfg, key)
-        listed = key in DATASET_LIST_KEYS and not isinstance(value, str)
-        bad = [v for v in value if v not in allowed] if listed else [] if value in allowed else [value]
-        if bad:
-            given = f"{list(value)!r}: {bad[0]!r}" if listed else repr(value)
-            raise ConfigError(f"{source}: {key} = {given} is not one of {', '.join(repr(a) for a in allowed)}")
+    for key, allowed in CHOICES.items():
+        check_choice(key, _get_dotted(cfg, key), allowed, source)
 
 
 def _check_values(cfg, source):
     def fail(key, msg):
         raise ConfigError(f"{source}: {key} {msg}")
 
+    if not cfg.DATASETS.NAMES:
+        fail("DATASETS.NAMES", "is empty; name at least one dataset")
+    for key in NAME_LIST_KEYS:
+        names = _get_dotted(cfg, key)
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            fail(key, f"= {names!r} names {', '.join(map(repr, repeated))} more than once")
     for key in ("INPUT.SIZE_TRAIN", "INPUT.SIZE_TEST", "MODEL.TRANSFORMER.STRIDE_SIZE", "DATASETS.SYNTHETIC.IMAGE_SIZE"):
         sec, *rest = key.split(".")
         node = cfg[sec]
@@ -308,7 +272,9 @@ def _check_values(cfg, source):
 def load_cfg(config_file: str = "", opts: Optional[Sequence[str]] = None, freeze: bool = True) -> CN:
     """Defaults, then ``config_file`` (and its ``_BASE_`` chain), then ``opts`` = [KEY, VALUE, ...].
 
-    Deprecated key names (:data:`RENAMED_KEYS`) are accepted in both, with a logged warning."""
+    List values come out as tuples, a single name of :data:`NAME_LIST_KEYS` as a tuple of one, an empty
+    ``DATASETS.TEST_NAMES`` as ``DATASETS.NAMES``. Deprecated key names (:data:`RENAMED_KEYS`) are accepted in
+    both, with a logged warning. Registry names (datasets, backbones) are checked where they are built."""
     cfg = get_cfg_defaults()
     source = "defaults"
     if config_file:
@@ -318,7 +284,7 @@ def load_cfg(config_file: str = "", opts: Optional[Sequence[str]] = None, freeze
         opts = list(opts)
         if len(opts) % 2:
             raise ConfigError(f"command-line overrides must be KEY VALUE pairs, got an odd list: {opts}")
-        opts = _take_dataset_list_opts(cfg, rename_override_keys(opts), "command line")
+        opts = _names_in_opts(rename_override_keys(opts), "command line")
         try:
             cfg.merge_from_list(opts)
         except (KeyError, AssertionError) as e:
@@ -327,6 +293,8 @@ def load_cfg(config_file: str = "", opts: Optional[Sequence[str]] = None, freeze
         except ValueError as e:
             raise ConfigError(f"command line: {e}") from None
         source = f"{source} + command line" if config_file else "command line"
+    if not cfg.DATASETS.TEST_NAMES:
+        cfg.DATASETS.TEST_NAMES = cfg.DATASETS.NAMES
     _check_choices(cfg, source)
     _check_values(cfg, source)
     if freeze:

@@ -2,7 +2,8 @@
 
 The defaults are the paper's default model: ResNet50 + ViT-B/16* (overlapping patches, stride 12),
 fused dimension D=768, L=2 Heterogenous Transmission Modules, 256x128 inputs, trained as in Sec. IV-B.
-Values are names, never integer codes. YAML files override these keys (see ``configs/config.py``).
+Values are names, never integer codes; list values are tuples (a YAML list or ``[a, b]`` on the command line
+becomes a tuple). YAML files override these keys (see ``configs/config.py``).
 Renamed keys keep their old names as deprecated aliases (``configs/config.py: RENAMED_KEYS``):
 INPUT.PROB -> INPUT.FLIP_PROB, MODEL.POOLING -> MODEL.FUSION.POOLING.
 """
@@ -61,7 +62,7 @@ _C.MODEL.TRANSFORMER = CN()
 _C.MODEL.TRANSFORMER.NAME = "vit_base_patch16_224"
 # Stride of the 16x16 patch embedding: [12, 12] overlapping (ViT-B/16*), [16, 16] no overlap.
 # Ignored by T2T-ViT, whose tokens come from its soft splits.
-_C.MODEL.TRANSFORMER.STRIDE_SIZE = [12, 12]
+_C.MODEL.TRANSFORMER.STRIDE_SIZE = (12, 12)
 # Local timm-format checkpoint (.pth/.npz/.safetensors) or the official T2T-ViT checkpoint.
 _C.MODEL.TRANSFORMER.PRETRAIN_PATH = ""
 # Stochastic depth rate of the transformer blocks.
@@ -110,8 +111,8 @@ _C.MODEL.FUSION.INIT = "pytorch"
 # ----------------------------------------------------------------------------- input
 _C.INPUT = CN()
 # [height, width] of training and test images.
-_C.INPUT.SIZE_TRAIN = [256, 128]
-_C.INPUT.SIZE_TEST = [256, 128]
+_C.INPUT.SIZE_TRAIN = (256, 128)
+_C.INPUT.SIZE_TEST = (256, 128)
 # Probability of a random horizontal flip. Was INPUT.PROB (still accepted, with a deprecation warning).
 _C.INPUT.FLIP_PROB = 0.5
 # Probability of random erasing.
@@ -119,15 +120,17 @@ _C.INPUT.RE_PROB = 0.5
 # Zero padding (pixels) before the random crop.
 _C.INPUT.PADDING = 10
 # Normalisation (the released config: 0.5 / 0.5; docs/PAPER.md, "Augmentation").
-_C.INPUT.PIXEL_MEAN = [0.5, 0.5, 0.5]
-_C.INPUT.PIXEL_STD = [0.5, 0.5, 0.5]
+_C.INPUT.PIXEL_MEAN = (0.5, 0.5, 0.5)
+_C.INPUT.PIXEL_STD = (0.5, 0.5, 0.5)
 
 # ----------------------------------------------------------------------------- datasets
 _C.DATASETS = CN()
-# A dataset registered in datasets/ (e.g. 'market1501', 'dukemtmcreid', 'msmt17', 'synthetic').
-_C.DATASETS.NAMES = "synthetic"
-# Datasets evaluated every SOLVER.EVAL_PERIOD and by test_net.py, each separately; [] = the training datasets.
-_C.DATASETS.TEST_NAMES = []
+# Datasets trained on (their union), each registered in datasets/ (e.g. 'market1501', 'dukemtmcreid', 'msmt17',
+# 'synthetic'): a YAML list, or one name (a YAML string, a bare word on the command line); a tuple once loaded.
+_C.DATASETS.NAMES = ("synthetic",)
+# Datasets evaluated every SOLVER.EVAL_PERIOD and by test_net.py, each separately, written as NAMES; empty = the
+# training datasets (configs.load_cfg sets it to DATASETS.NAMES then, so that a loaded config names them).
+_C.DATASETS.TEST_NAMES = ()
 # Folder with train.csv, query.csv and gallery.csv (header path,pid,camid; paths relative to the folder):
 # the dataset named 'csv'.
 _C.DATASETS.CSV_DIR = ""
@@ -143,7 +146,7 @@ _C.DATASETS.SYNTHETIC.NUM_CAMS = 4
 # Images of each identity seen by each camera.
 _C.DATASETS.SYNTHETIC.IMAGES_PER_CAM = 3
 # [height, width] of the written images.
-_C.DATASETS.SYNTHETIC.IMAGE_SIZE = [128, 64]
+_C.DATASETS.SYNTHETIC.IMAGE_SIZE = (128, 64)
 # Seed of the generator (same seed and sizes = same images).
 _C.DATASETS.SYNTHETIC.SEED = 0
 

@@ -126,8 +126,12 @@ class CSVDataset(ReIDDataset):
     def __init__(self, root: str, cfg: Optional[CfgNode] = None):
         self.csv_dir = cfg.DATASETS.CSV_DIR if cfg is not None else ""
         if not self.csv_dir:
-            raise ConfigError(f"DATASETS.NAMES names the dataset 'csv' but {CSV_DIR_KEY} is empty: set it to the "
-                              f"folder holding train.csv, query.csv and gallery.csv")
+            # the key that names it: the training datasets, else the test datasets (load_cfg copies NAMES there)
+            lists = cfg.DATASETS if cfg is not None else {}
+            key = next((f"DATASETS.{k}" for k in ("NAMES", "TEST_NAMES") if self.name in lists.get(k, ())), None)
+            named = f"{key} names the dataset {self.name!r}" if key else f"the dataset {self.name!r} is read"
+            raise ConfigError(f"{named} but {CSV_DIR_KEY} is empty: set it to the folder holding train.csv, "
+                              f"query.csv and gallery.csv")
         super().__init__(root, cfg)
 
     def find_dataset_dir(self, root: str) -> str:

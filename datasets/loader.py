@@ -8,13 +8,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from yacs.config import CfgNode
 
-from configs.config import evaluated_dataset_names, train_dataset_names
 from utils.misc import DATA_STREAM, epoch_seed
 
 from .base import ImageRecord, ReIDDataset, TrainingUnion, split_statistics
 from .errors import DatasetError
 from .image_io import DEFAULT_DECODER, read_image
-from .registry import build_dataset
+from .registry import build_dataset, check_dataset_names
 from .samplers import (BalancedIdentitySampler, ContiguousShardSampler, RandomIdentitySampler, RandomShuffleSampler,
                        distributed_rank_and_size)
 from .transforms import build_transforms
@@ -47,7 +46,7 @@ class DataLoaders(NamedTuple):
     num_query: int                    # the first test set's queries (test_sets[0].num_query)
     num_classes: int                  # training identities, summed over the datasets (the ID classifiers' size)
     num_cams: int                     # camera ids, summed over the training datasets (the camera embedding's size)
-    test_sets: Tuple[TestSet, ...]    # every test set, in DATASETS.TEST_NAMES order (default: DATASETS.NAMES)
+    test_sets: Tuple[TestSet, ...]    # every test set, in DATASETS.TEST_NAMES order
     fingerprints: Dict[str, Dict] = {}  # every dataset read -> ReIDDataset.fingerprint() (provenance.datasets)
 
 
@@ -173,17 +172,18 @@ def make_dataloader(cfg: CfgNode, rank: Optional[int] = None, world_size: Option
     Training is on the union of ``DATASETS.NAMES`` (:class:`datasets.base.TrainingUnion`: pids and camids
     offset per dataset, ``num_classes`` and ``num_cams`` summed). Train batches: ``(images, pids, camids,
     indices)`` of ``SOLVER.IMS_PER_BATCH / world_size`` images per rank; the sampler has ``set_epoch``.
-    One :class:`TestSet` per name of ``DATASETS.TEST_NAMES`` (default: the training datasets): batches the
-    same over its query + gallery (first ``num_query`` items are queries), each rank a contiguous in-order
-    shard. A dataset in both lists is read once. ``rank``/``world_size`` default to torch.distributed's
-    (0/1 without it).
+    One :class:`TestSet` per name of ``DATASETS.TEST_NAMES`` (``load_cfg`` sets it to the training datasets when
+    empty): batches the same over its query + gallery (first ``num_query`` items are queries), each rank a
+    contiguous in-order shard. A dataset in both lists is read once. ``rank``/``world_size`` default to
+    torch.distributed's (0/1 without it). Every name must be registered by now (:func:`check_dataset_names`).
     """
+    check_dataset_names(cfg)
     rank, world_size = distributed_rank_and_size(rank, world_size)
-    train_names = train_dataset_names(cfg)
     datasets: Dict[str, ReIDDataset] = {}
-    for name in train_names + [n for n in evaluated_dataset_names(cfg) if n not in train_names]:
-        datasets[name] = build_dataset(name, cfg.DATASETS.ROOT_DIR, cfg)
-    union = TrainingUnion([datasets[name] for name in train_names])
+    for name in cfg.DATASETS.NAMES + cfg.DATASETS.TEST_NAMES:
+        if name not in datasets:
+            datasets[name] = build_dataset(name, cfg.DATASETS.ROOT_DIR, cfg)
+    union = TrainingUnion([datasets[name] for name in cfg.DATASETS.NAMES])
     if cfg.SOLVER.IMS_PER_BATCH % world_size:
         raise DatasetError(f"SOLVER.IMS_PER_BATCH = {cfg.SOLVER.IMS_PER_BATCH} (the global batch) must be "
                            f"divisible by the {world_size} processes")
@@ -201,7 +201,7 @@ def make_dataloader(cfg: CfgNode, rank: Optional[int] = None, world_size: Option
         sampler=build_train_sampler(cfg, union.train, rank, world_size), drop_last=True,
         num_workers=cfg.DATALOADER.NUM_WORKERS, pin_memory=pin)
     test_sets = []
-    for name in evaluated_dataset_names(cfg):
+    for name in cfg.DATASETS.TEST_NAMES:
         dataset = datasets[name]
         val_set = ImageDataset(dataset.query + dataset.gallery, build_transforms(cfg, is_train=False),
                                skip_corrupt=skip)

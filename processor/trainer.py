@@ -27,7 +27,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from yacs.config import CfgNode
 
-from configs.config import evaluated_dataset_names
 from datasets.loader import TestSet
 from loss.reid_loss import id_accuracy_tensor
 from model.backbones.weights import load_checked, strip_prefix
@@ -190,7 +189,7 @@ class Trainer:
         self.train_loader = train_loader
         self.val_loader = val_loader
         self.num_query = num_query
-        self.test_sets = tuple(test_sets or (TestSet(evaluated_dataset_names(cfg)[0], val_loader, num_query, 0),))
+        self.test_sets = tuple(test_sets or (TestSet(cfg.DATASETS.TEST_NAMES[0], val_loader, num_query, 0),))
         self.device = device
         # images reach the model in its parameters' dtype: float32 as a rule, float64 for reference runs
         self.input_dtype = next(model.parameters()).dtype

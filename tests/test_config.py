@@ -1,9 +1,11 @@
-"""Config loading: _BASE_ inheritance, unknown keys and bad values named, every key read by the code."""
+"""Config loading: _BASE_ inheritance, unknown keys and bad values named, plain data (list values are tuples,
+a name list takes one name), every key read by the code."""
 import ast
 import os
 import re
 
 import pytest
+import yaml
 
 from configs import ConfigError, get_cfg_defaults, iter_keys, load_cfg
 
@@ -18,10 +20,10 @@ def _write(path, text):
 def test_defaults_are_the_papers_model():
     cfg = get_cfg_defaults()
     assert (cfg.MODEL.CNN.NAME, cfg.MODEL.TRANSFORMER.NAME) == ("resnet50", "vit_base_patch16_224")
-    assert cfg.MODEL.TRANSFORMER.STRIDE_SIZE == [12, 12] and cfg.MODEL.TRANSFORMER.SIE_COE == 3.0
+    assert cfg.MODEL.TRANSFORMER.STRIDE_SIZE == (12, 12) and cfg.MODEL.TRANSFORMER.SIE_COE == 3.0
     assert (cfg.MODEL.FUSION.DIM, cfg.MODEL.FUSION.HTM_LAYERS, cfg.MODEL.FUSION.HTM_ORDER) == (768, 2, "seu_mfu")
     assert cfg.MODEL.FUSION.SHARE_SEU and not cfg.MODEL.FUSION.SHARE_MFU
-    assert cfg.INPUT.SIZE_TRAIN == [256, 128] and cfg.SOLVER.IMS_PER_BATCH == 128
+    assert cfg.INPUT.SIZE_TRAIN == (256, 128) and cfg.SOLVER.IMS_PER_BATCH == 128
     assert cfg.DATALOADER.NUM_INSTANCE == 16 and cfg.SOLVER.MAX_EPOCHS == 180
 
 
@@ -50,7 +52,6 @@ def test_base_errors_name_the_file(tmp_path):
     ("MODEL:\n  CNN:\n    NAM: resnet50\n", "MODEL.CNN.NAM"),
     ("MODEL:\n  FUSION:\n    DIM: big\n", "MODEL.FUSION.DIM"),
     ("MODEL:\n  FUSION:\n    HTM_ORDER: 2\n", "MODEL.FUSION.HTM_ORDER"),
-    ("MODEL:\n  CNN:\n    NAME: resnet51\n", "resnet51"),
     ("MODEL:\n  FUSION:\n    DIM: 100\n", "NUM_HEADS"),
     ("INPUT:\n  SIZE_TRAIN: [256]\n", "INPUT.SIZE_TRAIN"),
     ("- a list\n", "mapping"),
@@ -64,6 +65,73 @@ def test_bad_yaml_values_name_the_key_and_file(tmp_path, text, expected):
     with pytest.raises(ConfigError) as e:
         load_cfg(path)
     assert expected in str(e.value) and "bad.yml" in str(e.value)
+
+
+# ----------------------------------------------------------------------------- plain data
+def _lists(cfg):
+    """Every list-valued key of ``cfg`` -> its value."""
+    values = {}
+    for key in iter_keys(cfg):
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        if isinstance(node, (list, tuple)):
+            values[key] = node
+    return values
+
+
+def test_every_list_value_is_a_tuple_in_the_defaults_and_after_loading(tmp_path):
+    listed = _lists(get_cfg_defaults())
+    assert {"DATASETS.NAMES", "DATASETS.TEST_NAMES", "INPUT.SIZE_TRAIN", "INPUT.PIXEL_MEAN"} <= set(listed)
+    assert all(isinstance(v, tuple) for v in listed.values()), listed
+    path = _write(tmp_path / "lists.yml", "INPUT:\n  SIZE_TRAIN: [128, 64]\n  PIXEL_MEAN: [0.1, 0.2, 0.3]\n")
+    cfg = load_cfg(path, ["INPUT.SIZE_TEST", "[128, 64]", "MODEL.TRANSFORMER.STRIDE_SIZE", "(16, 16)"])
+    loaded = _lists(cfg)
+    assert loaded.keys() == listed.keys() and all(isinstance(v, tuple) for v in loaded.values()), loaded
+    assert (cfg.INPUT.SIZE_TRAIN, cfg.INPUT.SIZE_TEST, cfg.MODEL.TRANSFORMER.STRIDE_SIZE) == ((128, 64), (128, 64),
+                                                                                             (16, 16))
+    assert cfg.INPUT.PIXEL_MEAN == (0.1, 0.2, 0.3)
+
+
+@pytest.mark.parametrize("yaml_text,opts,names,test_names", [
+    ("DATASETS:\n  NAMES: market1501\n", [], ("market1501",), ("market1501",)),                  # YAML string
+    ("DATASETS:\n  NAMES: [market1501, msmt17]\n  TEST_NAMES: dukemtmcreid\n", [],               # YAML list
+     ("market1501", "msmt17"), ("dukemtmcreid",)),
+    ("", ["DATASETS.NAMES", "market1501"], ("market1501",), ("market1501",)),                     # bare name
+    ("", ["DATASETS.NAMES", "('market1501','dukemtmcreid')"],                                     # tuple
+     ("market1501", "dukemtmcreid"), ("market1501", "dukemtmcreid")),
+    ("", ["DATASETS.NAMES", "['msmt17']", "DATASETS.TEST_NAMES", "market1501"], ("msmt17",), ("market1501",)),
+    ("DATASETS:\n  NAMES: [market1501, msmt17]\n  TEST_NAMES: [dukemtmcreid]\n",                 # the command
+     ["DATASETS.NAMES", "synthetic", "DATASETS.TEST_NAMES", "[]"], ("synthetic",), ("synthetic",)),  # line wins
+])
+def test_name_lists_are_tuples_whatever_form_they_are_given_in(tmp_path, yaml_text, opts, names, test_names):
+    path = _write(tmp_path / "names.yml", yaml_text) if yaml_text else ""
+    cfg = load_cfg(path, opts)
+    assert cfg.DATASETS.NAMES == names and type(cfg.DATASETS.NAMES) is tuple
+    assert cfg.DATASETS.TEST_NAMES == test_names and type(cfg.DATASETS.TEST_NAMES) is tuple  # empty: NAMES
+    # the saved config.yaml (cfg.dump()) is YAML lists, and reads back the same
+    dumped = _write(tmp_path / "dumped.yml", cfg.dump())
+    assert yaml.safe_load(open(dumped))["DATASETS"]["NAMES"] == list(names)
+    assert load_cfg(dumped) == cfg
+
+
+@pytest.mark.parametrize("opts,message", [
+    (["DATASETS.NAMES", "[]"], "command line: DATASETS.NAMES is empty"),
+    (["DATASETS.NAMES", "['synthetic','synthetic']"],
+     r"DATASETS.NAMES = \('synthetic', 'synthetic'\) names 'synthetic' more than once"),
+    (["DATASETS.TEST_NAMES", "[1, 2]"],
+     r"command line: DATASETS.TEST_NAMES must be a name or a list of names, got \[1, 2\]"),
+    (["DATASETS.NAMES", "3"], "DATASETS.NAMES must be a name or a list of names, got 3"),
+])
+def test_bad_name_lists_name_their_key(opts, message):
+    with pytest.raises(ConfigError, match=message):
+        load_cfg("", opts)
+
+
+def test_bad_name_list_in_a_file_names_the_file(tmp_path):
+    path = _write(tmp_path / "bad.yml", "DATASETS:\n  TEST_NAMES: {a: 1}\n")
+    with pytest.raises(ConfigError, match=r"bad.yml: DATASETS.TEST_NAMES must be a name or a list of names"):
+        load_cfg(path)
 
 
 def test_warmup_longer_than_the_run_is_accepted():

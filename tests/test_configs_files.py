@@ -1,18 +1,21 @@
 """The experiment YAMLs under configs/<dataset>/: they load, resolve to defaults + the paper table row's
-overrides (so the files and configs/paper_tables.py cannot drift apart), and a sample builds."""
+overrides (so the files and configs/paper_tables.py cannot drift apart), name registered datasets and
+backbones, and a sample builds."""
 import os
 
 import pytest
 import torch
 
 from configs import iter_keys, load_cfg
+from datasets import check_dataset_names
 from model import build_model
+from model.backbones import backbone_names
 from tools.reproduce import DATASET_DIRS, TABLE_KEYS, all_config_files, config_path, list_runs, table_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Keys that place an experiment (data, weights, output) without being the experiment itself.
-PLACEMENT_KEYS = {"DATASETS.NAMES", "DATASETS.ROOT_DIR", "OUTPUT_DIR", "MODEL.PRETRAIN_CHOICE",
+PLACEMENT_KEYS = {"DATASETS.NAMES", "DATASETS.TEST_NAMES", "DATASETS.ROOT_DIR", "OUTPUT_DIR", "MODEL.PRETRAIN_CHOICE",
                   "MODEL.CNN.PRETRAIN_PATH", "MODEL.TRANSFORMER.PRETRAIN_PATH"}
 
 # The ImageNet file each backbone starts from (configs/README.md says where they come from).
@@ -55,7 +58,7 @@ def test_file_resolves_to_defaults_plus_row_overrides(run):
             if k not in PLACEMENT_KEYS and _value(cfg, k) != _value(expected, k)}
     assert not diff, f"{_rel(run.config)} differs from defaults + row {run.row.name!r}: {diff}"
     # Placement: its dataset, ./data, ImageNet weights of its backbones, its own output folder.
-    assert cfg.DATASETS.NAMES == run.dataset
+    assert cfg.DATASETS.NAMES == cfg.DATASETS.TEST_NAMES == (run.dataset,)
     assert cfg.DATASETS.ROOT_DIR == "./data"
     assert cfg.MODEL.PRETRAIN_CHOICE == "imagenet"
     for name, path in ((cfg.MODEL.CNN.NAME, cfg.MODEL.CNN.PRETRAIN_PATH),
@@ -72,7 +75,16 @@ def test_files_inherit_their_dataset_base():
             assert "_BASE_: ../base.yml" in f.read(), f"{_rel(path)} does not inherit ../base.yml"
     for ds, folder in DATASET_DIRS.items():
         base = load_cfg(os.path.join(ROOT, "configs", folder, "base.yml"))
-        assert base.DATASETS.NAMES == ds
+        assert base.DATASETS.NAMES == (ds,)
+
+
+def test_files_name_registered_datasets_and_backbones():
+    # load_cfg leaves registry names to the builders (make_dataloader, build_model); here without building
+    for path in all_config_files(ROOT):
+        cfg = load_cfg(path)
+        check_dataset_names(cfg)
+        assert cfg.MODEL.CNN.NAME in ("",) + backbone_names("cnn"), _rel(path)
+        assert cfg.MODEL.TRANSFORMER.NAME in ("",) + backbone_names("transformer"), _rel(path)
 
 
 def test_output_dirs_are_unique():

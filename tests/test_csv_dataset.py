@@ -10,7 +10,6 @@ from PIL import Image
 import datasets
 import train_net
 from configs import ConfigError, load_cfg
-from configs.config import allowed_values
 from datasets import DatasetError, build_dataset, make_dataloader
 from datasets import registry as dataset_registry
 from datasets.base import ReIDDataset
@@ -117,8 +116,20 @@ def test_write_then_read_gives_the_same_records(tmp_path):
 def test_empty_csv_dir_is_a_config_error():
     with pytest.raises(ConfigError, match="DATASETS.CSV_DIR is empty"):
         build_dataset("csv", "./data", tiny_cfg("DATASETS.NAMES", "csv"))
-    with pytest.raises(ConfigError, match="DATASETS.CSV_DIR is empty"):
+    with pytest.raises(ConfigError, match="^the dataset 'csv' is read but DATASETS.CSV_DIR is empty"):
         build_dataset("csv", "./data")  # no config at all
+
+
+@pytest.mark.parametrize("opts,key", [
+    (["DATASETS.NAMES", "csv"], "DATASETS.NAMES"),
+    (["DATASETS.NAMES", "['synthetic', 'csv']", "DATASETS.TEST_NAMES", "csv"], "DATASETS.NAMES"),
+    (["DATASETS.TEST_NAMES", "['csv']"], "DATASETS.TEST_NAMES"),  # trained on synthetic, tested on csv
+])
+def test_empty_csv_dir_error_names_the_key_that_names_csv(tmp_path, opts, key):
+    cfg = tiny_cfg("DATASETS.ROOT_DIR", str(tmp_path), "DATASETS.SYNTHETIC.NUM_TRAIN_IDS", "4",
+                   "DATASETS.SYNTHETIC.NUM_TEST_IDS", "4", "DATASETS.SYNTHETIC.IMAGE_SIZE", "[32, 16]", *opts)
+    with pytest.raises(ConfigError, match=f"^{key} names the dataset 'csv' but DATASETS.CSV_DIR is empty: set it"):
+        make_dataloader(cfg)
 
 
 def test_missing_folder(tmp_path):
@@ -195,8 +206,11 @@ def test_a_dataset_class_registered_in_a_test_needs_no_list(tmp_path, monkeypatc
     the registry is restored afterwards (monkeypatch)."""
     monkeypatch.setattr(dataset_registry, "DATASET_REGISTRY", dict(dataset_registry.DATASET_REGISTRY))
     folder = make_csv_dir(tmp_path / "flat")
-    with pytest.raises(ConfigError, match="DATASETS.NAMES = 'flat_people' is not one of"):
-        load_cfg("", ["DATASETS.NAMES", "flat_people"])
+    # the config loads before the dataset is registered (registry names are checked when the data is built)
+    cfg = tiny_cfg("DATASETS.NAMES", "flat_people", "DATASETS.ROOT_DIR", str(tmp_path),
+                   "SOLVER.IMS_PER_BATCH", "4", "DATALOADER.NUM_INSTANCE", "2", "DATALOADER.NUM_WORKERS", "0")
+    with pytest.raises(ConfigError, match=r"DATASETS.NAMES = \('flat_people',\): 'flat_people' is not one of"):
+        make_dataloader(cfg)
 
     @datasets.register_dataset("flat_people")
     class FlatPeople(ReIDDataset):
@@ -210,9 +224,7 @@ def test_a_dataset_class_registered_in_a_test_needs_no_list(tmp_path, monkeypatc
         def load_splits(self, path):
             return tuple(read_csv_split(os.path.join(path, f"{split}.csv")) for split in ("train", "query", "gallery"))
 
-    assert "flat_people" in allowed_values("DATASETS.NAMES")
-    cfg = tiny_cfg("DATASETS.NAMES", "flat_people", "DATASETS.ROOT_DIR", str(tmp_path),
-                   "SOLVER.IMS_PER_BATCH", "4", "DATALOADER.NUM_INSTANCE", "2", "DATALOADER.NUM_WORKERS", "0")
+    assert "flat_people" in datasets.dataset_names()
     loaders = make_dataloader(cfg)
     assert (loaders.num_classes, loaders.num_cams, loaders.num_query) == (2, 6, 2)
     assert build_dataset("flat_people", str(tmp_path), cfg).dataset_dir == folder
@@ -251,7 +263,7 @@ def test_make_csv_errors(tmp_path):
         make_csv.main(["--dataset", "cuhk03", "DATASETS.ROOT_DIR", str(tmp_path)])
     with pytest.raises(UsageError, match=r"DATASETS.NAMES = \['a', 'b'\] names 2 datasets: choose one with --dataset"):
         make_csv.configured_name(["a", "b"])
-    assert make_csv.configured_name(["a"]) == make_csv.configured_name("a") == "a"
+    assert make_csv.configured_name(("a",)) == "a"
 
 
 def test_training_on_the_csv_copy(synthetic_csv, tmp_path):

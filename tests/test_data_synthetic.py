@@ -14,7 +14,7 @@ TINY = SyntheticParams(num_train_ids=3, num_test_ids=2, num_cams=3, images_per_c
 
 def tiny_cfg(root, **synthetic):
     cfg = get_cfg_defaults()
-    cfg.DATASETS.NAMES = "synthetic"
+    cfg.DATASETS.NAMES = cfg.DATASETS.TEST_NAMES = ("synthetic",)  # as load_cfg leaves them
     cfg.DATASETS.ROOT_DIR = str(root)
     s = cfg.DATASETS.SYNTHETIC
     s.NUM_TRAIN_IDS, s.NUM_TEST_IDS, s.NUM_CAMS, s.IMAGES_PER_CAM = 3, 2, 3, 2

@@ -46,7 +46,7 @@ def test_ddp_two_cpu_processes(tmp_path):
     from configs import load_cfg
     from datasets import build_dataset
     cfg = load_cfg(TINY, opts(data_root, out))
-    build_dataset(cfg.DATASETS.NAMES, cfg.DATASETS.ROOT_DIR, cfg)
+    build_dataset(cfg.DATASETS.NAMES[0], cfg.DATASETS.ROOT_DIR, cfg)
 
     mp.spawn(_worker, args=(free_port(), str(data_root), str(out), str(results)), nprocs=WORLD, join=True)
 

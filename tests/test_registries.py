@@ -1,6 +1,7 @@
 """The backbone and dataset registries are the only lists of names: every registered backbone implements
-the Backbone interface (checked at a tiny size), every registered name is a valid config value, and a
-backbone or dataset registered here, in a test, is buildable from a config with no edit anywhere else."""
+the Backbone interface (checked at a tiny size), the builders accept exactly the registered names (the config
+loader leaves them to the registries), and a backbone or dataset registered here, in a test, is buildable from a
+config with no edit anywhere else, registered before or after the config is loaded."""
 import copy
 
 import pytest
@@ -9,7 +10,6 @@ import torch.nn as nn
 
 import datasets
 from configs import ConfigError, load_cfg
-from configs.config import allowed_values
 from datasets import registry as dataset_registry
 from model import build_model
 from model.backbones import (Backbone, BackboneOutput, CameraEmbedding, backbone_kind, backbone_names,
@@ -204,25 +204,23 @@ def test_a_name_is_registered_once_and_kinds_are_checked(monkeypatch):
         dataset_registry.register_dataset(datasets.dataset_names()[0])(type("Dup", (), {}))
 
 
-# ----------------------------------------------------------------------------- the config reads the registries
-@pytest.mark.parametrize("key,name", [("MODEL.CNN.NAME", n) for n in CNNS] +
-                         [("MODEL.TRANSFORMER.NAME", n) for n in TRANSFORMERS] +
-                         [("DATASETS.NAMES", n) for n in datasets.dataset_names()])
-def test_config_accepts_every_registered_name(key, name):
-    cfg = load_cfg("", [key, name])
-    section, *rest = key.split(".")
-    node = cfg[section]
-    for part in rest:
-        node = node[part]
-    assert node == name
+# ----------------------------------------------------------------------------- the builders read the registries
+@pytest.mark.parametrize("name", datasets.dataset_names())
+def test_every_registered_dataset_name_passes_the_check_of_the_data_builder(name):
+    cfg = load_cfg("", ["DATASETS.NAMES", name, "DATASETS.TEST_NAMES", f"['{name}']"])
+    assert cfg.DATASETS.NAMES == cfg.DATASETS.TEST_NAMES == (name,)
+    datasets.check_dataset_names(cfg)  # what make_dataloader runs first
 
 
-def test_config_allows_exactly_the_registered_names():
-    assert allowed_values("MODEL.CNN.NAME") == ("",) + CNNS
-    assert allowed_values("MODEL.TRANSFORMER.NAME") == ("",) + TRANSFORMERS
-    assert allowed_values("DATASETS.NAMES") == datasets.dataset_names()
-    with pytest.raises(ConfigError, match="DATASETS.NAMES = 'cuhk03' is not one of"):
-        load_cfg("", ["DATASETS.NAMES", "cuhk03"])
+def test_the_builders_refuse_unregistered_names_naming_the_key():
+    cfg = load_cfg("", ["DATASETS.NAMES", "cuhk03"])  # loading does not read the registries
+    names = ", ".join(map(repr, datasets.dataset_names()))
+    with pytest.raises(ConfigError, match=rf"^DATASETS.NAMES = \('cuhk03',\): 'cuhk03' is not one of {names} "):
+        datasets.check_dataset_names(cfg)
+    with pytest.raises(ConfigError, match="^MODEL.CNN.NAME: 'resnet51' is not a registered CNN backbone"):
+        build_model(tiny_cfg("MODEL.CNN.NAME", "resnet51"), 5, NUM_CAMS)
+    with pytest.raises(ConfigError, match="^MODEL.TRANSFORMER.NAME: 'vit_huge' is not a registered Transformer"):
+        build_model(tiny_cfg("MODEL.TRANSFORMER.NAME", "vit_huge"), 5, NUM_CAMS)
 
 
 class _ToyCNN(Backbone):
@@ -243,14 +241,14 @@ class _ToyCNN(Backbone):
 
 def test_a_backbone_registered_in_one_place_builds_the_whole_model(monkeypatch):
     monkeypatch.setattr(backbone_registry, "_BACKBONES", {k: dict(v) for k, v in backbone_registry._BACKBONES.items()})
-    with pytest.raises(ConfigError, match="MODEL.CNN.NAME = 'toy_cnn' is not one of"):
-        tiny_cfg("MODEL.CNN.NAME", "toy_cnn")
+    cfg = tiny_cfg("MODEL.CNN.NAME", "toy_cnn")  # loaded before the backbone is registered
+    with pytest.raises(ConfigError, match="MODEL.CNN.NAME: 'toy_cnn' is not a registered CNN backbone"):
+        build_model(cfg, 5, NUM_CAMS)
 
     @register_backbone("toy_cnn", "cnn")
     def toy_cnn(img_size=(256, 128)):  # takes only the options it uses; last_stride is not passed
         return _ToyCNN(img_size)
 
-    cfg = tiny_cfg("MODEL.CNN.NAME", "toy_cnn")
     model = build_model(cfg, 5, NUM_CAMS).train()
     assert isinstance(model.cnn, _ToyCNN) and model.feature_dims["cnn"] == 24
     out = model(_images(4), torch.arange(4) % NUM_CAMS)
@@ -266,7 +264,8 @@ def test_a_dataset_registered_in_one_place_is_a_config_value(monkeypatch, tmp_pa
         def __init__(self, root, cfg=None):
             self.root, self.cfg = root, cfg
 
-    assert "toy_people" in allowed_values("DATASETS.NAMES")
+    assert "toy_people" in datasets.dataset_names()
     cfg = load_cfg("", ["DATASETS.NAMES", "toy_people"])
-    ds = datasets.build_dataset(cfg.DATASETS.NAMES, str(tmp_path), cfg)
+    datasets.check_dataset_names(cfg)
+    ds = datasets.build_dataset(cfg.DATASETS.NAMES[0], str(tmp_path), cfg)
     assert isinstance(ds, ToyPeople) and ToyPeople.name == "toy_people" and ds.cfg is cfg

@@ -14,7 +14,7 @@ Train pids are written relabelled 0..N-1, query and gallery pids as the dataset 
 import logging
 import os
 import sys
-from typing import List
+from typing import Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -28,12 +28,11 @@ from utils.errors import UsageError, cli_entry  # noqa: E402
 logger = logging.getLogger(__name__)
 
 
-def configured_name(names) -> str:
-    """The one dataset name of ``DATASETS.NAMES`` (a name, or a list holding one name)."""
-    listed: List[str] = [names] if isinstance(names, str) else list(names)
-    if len(listed) != 1:
-        raise UsageError(f"DATASETS.NAMES = {listed} names {len(listed)} datasets: choose one with --dataset NAME")
-    return listed[0]
+def configured_name(names: Sequence[str]) -> str:
+    """The one dataset name of ``DATASETS.NAMES``."""
+    if len(names) != 1:
+        raise UsageError(f"DATASETS.NAMES = {list(names)} names {len(names)} datasets: choose one with --dataset NAME")
+    return names[0]
 
 
 @cli_entry

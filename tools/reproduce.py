@@ -139,8 +139,7 @@ def config_path(key, row, dataset, root=ROOT):
 
 def dataset_name(cfg):
     """DATASETS.NAMES of a config as one name ('a+b' for several)."""
-    names = cfg.DATASETS.NAMES
-    return names if isinstance(names, str) else "+".join(names)
+    return "+".join(cfg.DATASETS.NAMES)
 
 
 def list_runs(key, root=ROOT, base=None, dataset=None):

@@ -81,13 +81,13 @@ def dataset_inputs(cfg, num_queries):
     The records keep the dataset's own camera ids (the ranking drops same-identity, same-camera matches by
     them); the third item maps records to the model's camera ids: as they are when the dataset is the
     first training dataset (camera offset 0), else -1 (the mean camera embedding), as said in the log."""
-    from configs.config import evaluated_dataset_names, train_dataset_names
-    from datasets import build_dataset
+    from datasets import build_dataset, check_dataset_names
 
-    name = evaluated_dataset_names(cfg)[0]
+    check_dataset_names(cfg)
+    name = cfg.DATASETS.TEST_NAMES[0]
     data = build_dataset(name, cfg.DATASETS.ROOT_DIR, cfg)
     step = max(1, len(data.query) // max(1, num_queries))
-    if name == train_dataset_names(cfg)[0]:
+    if name == cfg.DATASETS.NAMES[0]:
         def model_cams(records):
             return [r.camid for r in records]
     else:
