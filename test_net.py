@@ -14,7 +14,6 @@ utils/provenance.py). ``--save-features FILE`` also writes the query/gallery fea
 """
 import logging
 import os
-import time
 
 import utils
 
@@ -22,9 +21,13 @@ utils.prefer_passive_omp()  # before torch is imported
 
 import numpy as np  # noqa: E402
 
-from processor import format_metrics, write_results  # noqa: E402
-from processor.inference import evaluate_test_sets, results_entry  # noqa: E402
+from datasets import make_dataloader  # noqa: E402
+from model import build_model  # noqa: E402
+from model.backbones.weights import check_path  # noqa: E402
+from model.checkpointer import load_model_weights  # noqa: E402
 from processor.cli import RunContext  # noqa: E402
+from processor.evaluation import Evaluator, write_results  # noqa: E402
+from processor.inference import format_metrics  # noqa: E402
 from utils.cli import ConfigArgumentParser  # noqa: E402
 from utils.distributed import get_world_size, is_main_process, main_process_first  # noqa: E402
 from utils.errors import cli_entry  # noqa: E402
@@ -67,47 +70,43 @@ def main(argv=None):
     args = parse_args(argv)
     # The weights come from TEST.WEIGHT: no backbone initialisation from ImageNet files.
     with RunContext(args.config_file, args.opts, "test.log", overrides=["MODEL.PRETRAIN_CHOICE", "none"]) as ctx:
-        from datasets import make_dataloader
-        from model import build_model
-        from model.build import load_trained_weights
-        from model.backbones.weights import check_path
-
         cfg, device = ctx.cfg, ctx.device
         check_path(cfg.TEST.WEIGHT, "TEST.WEIGHT")  # fail before the data are prepared
         with main_process_first(local=True):  # data prepared once per node
             data = make_dataloader(cfg)
         model = build_model(cfg, data.num_classes, data.num_cams)
         # the checkpoint's architecture must be cfg's; ID classifiers of another shape are skipped
-        load_trained_weights(model, cfg, cfg.TEST.WEIGHT, "TEST.WEIGHT")
+        load_model_weights(model, cfg, cfg.TEST.WEIGHT, "TEST.WEIGHT")
         model.to(device)
         logger.info("evaluating feature %r (%s the BNNeck) of %s", cfg.TEST.FEAT, cfg.TEST.NECK_FEAT,
                     cfg.TEST.WEIGHT)
         amp = resolve_amp(cfg.SOLVER.AMP, device)
-        start = time.perf_counter()
         several = len(data.test_sets) > 1
-        per_dataset = {}
-        for test_set, metrics, (feats, pids, camids) in evaluate_test_sets(cfg, model, data.test_sets, device, amp):
-            per_dataset[test_set.name] = metrics
-            if several:
-                logger.info("test, %s: %s", test_set.name, format_metrics(metrics))
+
+        def keep_features(test_set, features):
             if args.save_features and is_main_process():
+                feats, pids, camids = features
                 save_features(features_path(args.save_features, test_set.name, several), feats, pids, camids,
                               test_set.num_query)
-        seconds = time.perf_counter() - start
-        metrics = results_entry(per_dataset)
-        logger.info("test%s: %s (%.1fs)", f" (first test set, {next(iter(per_dataset))})" if several else "",
-                    format_metrics(metrics), seconds)
+
+        evaluation = Evaluator(cfg, data.test_sets, device, amp).evaluate(model, label="test",
+                                                                          on_features=keep_features)
+        metrics = evaluation.entry()
+        if several:
+            logger.info("test (first test set, %s): %s", next(iter(evaluation.per_dataset)),
+                        format_metrics(metrics))
+        logger.info("evaluated in %.1fs", evaluation.seconds)
         if is_main_process():
             provenance = dict(collect_provenance(device, amp, get_world_size(), command_line(argv, __file__)),
-                              wall_time_s=wall_times(None, seconds, seconds), datasets=dict(data.fingerprints),
+                              wall_time_s=wall_times(None, evaluation.seconds, evaluation.seconds),
+                              datasets=dict(data.fingerprints),
                               weight={"path": os.path.abspath(cfg.TEST.WEIGHT),
                                       "sha256": sha256_file(cfg.TEST.WEIGHT)})
             results = dict(metrics, weight=cfg.TEST.WEIGHT, feat=cfg.TEST.FEAT, neck_feat=cfg.TEST.NECK_FEAT,
                            provenance=provenance)
-            write_results(cfg.OUTPUT_DIR, results, name=TEST_RESULTS_FILE)
-            logger.info("results written to %s", os.path.join(cfg.OUTPUT_DIR, TEST_RESULTS_FILE))
+            path = write_results(cfg.OUTPUT_DIR, results, TEST_RESULTS_FILE)
+            logger.info("results written to %s", path)
         return metrics
-
 
 if __name__ == "__main__":
     main()

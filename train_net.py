@@ -17,7 +17,7 @@ import utils
 
 utils.prefer_passive_omp()  # before torch is imported
 
-from processor import build_trainer  # noqa: E402
+from processor import Builders, build_trainer  # noqa: E402
 from processor.cli import RunContext  # noqa: E402
 from utils.cli import ConfigArgumentParser  # noqa: E402
 from utils.errors import cli_entry  # noqa: E402
@@ -34,12 +34,14 @@ def parse_args(argv=None):
 
 
 @cli_entry
-def main(argv=None):
+def main(argv=None, builders=Builders(), callbacks=()):
+    """Train as the command line ``argv`` says; ``builders`` / ``callbacks``: see ``processor.build_trainer``
+    (for code that runs this entry point with another piece, e.g. an extra callback)."""
     args = parse_args(argv)
     with RunContext(args.config_file, args.opts, "train.log") as ctx:
         # Nothing in OUTPUT_DIR but the appended log changes until the run has set itself up (data, model, resume):
         # config.yaml and the TensorBoard file are written after, so a refused run leaves them as they were.
-        trainer = build_trainer(ctx.cfg, ctx.device)
+        trainer = build_trainer(ctx.cfg, ctx.device, builders, callbacks)
         trainer.set_command(command_line(argv, __file__))
         if args.resume and trainer.resume_last(ctx.cfg.OUTPUT_DIR) is None:
             logger.warning("--resume: no checkpoint in %s, starting from scratch", ctx.cfg.OUTPUT_DIR)

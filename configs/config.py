@@ -56,6 +56,7 @@ CHOICES = {
     "SOLVER.WEIGHT_DECAY_ON": ("all", "weights"),
     "SOLVER.OPTIMIZER_NAME": ("SGD", "AdamW"),
     "SOLVER.AMP": ("auto", "fp16", "bf16", "off"),
+    "SOLVER.BEST_METRIC": ("mAP", "rank1", "rank5", "rank10", "mINP"),  # processor.inference.METRIC_KEYS
     "TEST.FEAT": ("all", "cnn", "transformer", "lru_cnn", "lru_transformer", "htm_cnn", "htm_transformer"),
     "TEST.NECK_FEAT": ("before", "after"),
     "TEST.METRIC": ("euclidean", "cosine"),

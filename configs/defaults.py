@@ -206,6 +206,8 @@ _C.SOLVER.GRAD_CLIP = 0.0
 _C.SOLVER.CHECKPOINT_PERIOD = 30
 _C.SOLVER.EVAL_PERIOD = 30
 _C.SOLVER.LOG_PERIOD = 50
+# The metric of the first test set that decides model_best.pth (higher is better; a tie keeps the earlier epoch).
+_C.SOLVER.BEST_METRIC = "mAP"
 # Seed of every random number generator.
 _C.SOLVER.SEED = 1111
 

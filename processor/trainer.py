@@ -1,4 +1,4 @@
-"""The training loop: AMP, gradient clipping, DDP, periodic evaluation and checkpoints, resume.
+"""The training loop: AMP, gradient clipping, DDP, periodic evaluation and checkpoints, resume, and its seams.
 
 One epoch (1-based ``epoch``) is: reseed every RNG with ``epoch_seed(SOLVER.SEED, epoch, rank)``,
 ``sampler.set_epoch(epoch)``, ``solver.start_epoch(scheduler, epoch)`` (every group's LR set to the one the
@@ -9,16 +9,18 @@ the iterations; the LR logged (log lines, tqdm, TensorBoard ``train/lr`` of the 
 at the end. Because an epoch depends only on the weights/optimizer/scheduler state and (seed, epoch), a run
 resumed from the checkpoint of epoch k ends with exactly the weights of an uninterrupted run (on CPU).
 
-:func:`build_trainer` assembles a :class:`Trainer` from a config (data, model, loss, optimizer, scheduler);
-``train_net.py`` is that plus the command line.
+Seams: callbacks (``processor.callbacks``: before/after epoch, after step, after evaluation, and their state in
+the checkpoint; TensorBoard is one), the evaluation with its best-model rule (``processor.evaluation.Evaluator``,
+shared with test_net.py), the checkpoint files and every way of loading (``model.checkpointer``), and the
+builders (:class:`Builders`) that :func:`build_trainer` assembles a :class:`Trainer` from; ``train_net.py`` is
+that plus the command line. A loss with parameters of its own is trained with the model and saved with it.
 """
-import json
 import logging
-import os
 import sys
 import time
 from collections import OrderedDict
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -27,24 +29,26 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from yacs.config import CfgNode
 
+from datasets import make_dataloader
 from datasets.loader import TestSet
+from loss import build_loss
 from loss.reid_loss import id_accuracy_tensor
-from model.backbones.weights import load_checked, strip_prefix
-from model.build import architecture_differences
+from model import build_model
+from model.checkpointer import Checkpointer
+from solver import build_optimizer, build_scheduler
 from solver.scheduler import base_group_index, start_epoch
 from utils import return_large_frees_to_os
 from utils.compile import maybe_compile
-from utils.checkpoint import (TRAINING_KEYS, CheckpointError, atomic_torch_save, atomic_write_text,
-                              load_checkpoint, load_last_checkpoint, save_checkpoint)
-from utils.distributed import (broadcast_buffers, get_rank, get_world_size, is_dist, is_main_process,
-                               main_process_first)
+from utils.distributed import get_rank, get_world_size, is_dist, is_main_process, main_process_first
 from utils.errors import FusionReIDError
 from utils.misc import autocast, epoch_seed, get_rng_state, make_grad_scaler, resolve_amp, set_rng_state, set_seed
-from utils.output_files import BEST_CHECKPOINT, RESULTS_FILE
+from utils.output_files import RESULTS_FILE
 from utils.protocol import log_protocol, pretrained_files, protocol_record
 from utils.provenance import collect_provenance, wall_times
 
-from .inference import METRIC_KEYS, evaluate_test_sets, format_metrics, results_entry
+from .callbacks import StepInfo, TensorBoard, callbacks_state, check_callbacks, load_callbacks_state
+from .evaluation import Evaluation, Evaluator, write_results
+from .inference import format_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -77,22 +81,6 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         return model
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None)
-
-
-def refuse_other_model(ckpt: Mapping[str, Any], cfg: CfgNode, model: torch.nn.Module, path: str) -> None:
-    """A ``CheckpointError`` (one line) when the training checkpoint ``ckpt`` was trained with another architecture
-    (its stored config, ``model.build.ARCHITECTURE_KEYS``) or for another number of identities or cameras than
-    ``model`` has: resuming would load weights that mean something else, or fail half-way."""
-    problems = architecture_differences(ckpt["config"], cfg) if isinstance(ckpt.get("config"), str) else []
-    own, state = model.state_dict(), strip_prefix(ckpt["model"])
-    for suffix, what in (("classifier.weight", "identities"), ("sie_embed", "cameras")):
-        names = [k for k in own if k.endswith(suffix) and k in state and state[k].shape[0] != own[k].shape[0]]
-        if names:
-            problems.append(f"{state[names[0]].shape[0]} {what} in the checkpoint, {own[names[0]].shape[0]} in this "
-                            f"run's data")
-    if problems:
-        raise CheckpointError(f"--resume: {path} is not a checkpoint of this run's model ({'; '.join(problems)}); "
-                              "resume with the config and data it was trained with, or start another OUTPUT_DIR")
 
 
 # ----------------------------------------------------------------------------- small pieces
@@ -155,6 +143,17 @@ def _to_host_with_finite_flag(values: torch.Tensor) -> torch.Tensor:
     return host
 
 
+def _all_reduce_grads(parameters: Sequence[torch.nn.Parameter]) -> None:
+    """The mean gradient over processes of parameters that DDP does not see (the loss's own)."""
+    if not is_dist():
+        return
+    world = get_world_size()
+    for p in parameters:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(world)
+
+
 # ----------------------------------------------------------------------------- trainer
 class Trainer:
     """Trains a FusionReID model and evaluates it; only rank 0 writes files, logs and TensorBoard.
@@ -162,21 +161,28 @@ class Trainer:
     Args:
         cfg: the frozen config.
         model: the model, already on ``device`` (SyncBN converted if wanted), not yet DDP-wrapped.
-        loss_fn: ``(outputs, pids) -> (total, terms)`` (see ``loss.build_loss``).
+        loss_fn: ``(outputs, pids) -> (total, terms)`` (see ``loss.build_loss``); when it is a module with
+            parameters, the optimizer must hold them (``solver.build_optimizer(cfg, model, loss_fn)``): they are
+            averaged over processes, clipped with the model's and saved in the checkpoint (``"loss"``).
         optimizer, scheduler: from ``solver``; the scheduler is stepped with ``solver.start_epoch``.
         train_loader, val_loader, num_query: from ``datasets.make_dataloader``.
         device: ``torch.device`` of this process.
         test_sets: every test set (``DataLoaders.test_sets``); default: one, ``val_loader`` with
-            ``num_query`` queries, named by the first of ``DATASETS.TEST_NAMES`` (or ``NAMES``), camids as the
-            model's.
+            ``num_query`` queries, named by the first of ``DATASETS.TEST_NAMES`` (``load_cfg``: ``NAMES`` if empty),
+            camids as the model's.
         fingerprints: every dataset read (``DataLoaders.fingerprints``), recorded in the provenance and checked
             for the paper's protocol with the pretrained files (``utils.protocol``), which is logged once here.
+        callbacks: extra callbacks (``processor.callbacks``), called after the TensorBoard one, in order.
+        evaluator: default ``Evaluator(cfg, test_sets, device, amp)`` (best model by ``SOLVER.BEST_METRIC``).
+        checkpointer: default ``Checkpointer(cfg.OUTPUT_DIR)``.
     """
 
-    def __init__(self, cfg: CfgNode, model: torch.nn.Module, loss_fn: torch.nn.Module,
-                 optimizer: torch.optim.Optimizer, scheduler: Any, train_loader: DataLoader, val_loader: DataLoader,
-                 num_query: int, device: torch.device, test_sets: Optional[Sequence[TestSet]] = None,
-                 fingerprints: Optional[Mapping[str, Mapping[str, Any]]] = None):
+    def __init__(self, cfg: CfgNode, model: torch.nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer,
+                 scheduler: Any, train_loader: DataLoader, val_loader: Optional[DataLoader], num_query: int,
+                 device: torch.device, test_sets: Optional[Sequence[TestSet]] = None,
+                 fingerprints: Optional[Mapping[str, Mapping[str, Any]]] = None, *,
+                 callbacks: Sequence[Any] = (), evaluator: Optional[Evaluator] = None,
+                 checkpointer: Optional[Checkpointer] = None):
         self.cfg = cfg
         self.model = model
         # MODEL.COMPILE: the DDP-wrapped module is compiled (PyTorch's guidance for DDP), and the bare model
@@ -184,17 +190,22 @@ class Trainer:
         self.net = maybe_compile(wrap_ddp(model, device), cfg.MODEL.COMPILE)
         self.eval_model = maybe_compile(model, cfg.MODEL.COMPILE)
         self.loss_fn = loss_fn
+        self.loss_params = [p for p in loss_fn.parameters() if p.requires_grad] \
+            if isinstance(loss_fn, torch.nn.Module) else []
         self.optimizer = optimizer
         self.scheduler = scheduler
+        self._check_optimizer_holds_loss_params()
         self.train_loader = train_loader
-        self.val_loader = val_loader
-        self.num_query = num_query
         self.test_sets = tuple(test_sets or (TestSet(cfg.DATASETS.TEST_NAMES[0], val_loader, num_query, 0),))
         self.device = device
         # images reach the model in its parameters' dtype: float32 as a rule, float64 for reference runs
         self.input_dtype = next(model.parameters()).dtype
         self.amp = resolve_amp(cfg.SOLVER.AMP, device)
         self.scaler = make_grad_scaler(self.amp)
+        self.evaluator = evaluator or Evaluator(cfg, self.test_sets, device, self.amp)
+        self.checkpointer = checkpointer or Checkpointer(cfg.OUTPUT_DIR)
+        self.callbacks = [TensorBoard(cfg.OUTPUT_DIR)] + list(callbacks)
+        check_callbacks(self.callbacks)
         if cfg.MODEL.GRAD_CHECKPOINT and torch.device(device).type == "cpu" and return_large_frees_to_os():
             # memory asked for over time: freed activations leave the process instead of fragmenting its heap
             logger.info("MODEL.GRAD_CHECKPOINT on CPU: CPU blocks of 4 MiB or more go back to the system when "
@@ -202,9 +213,6 @@ class Trainer:
         self.output_dir = cfg.OUTPUT_DIR
         self.max_epochs = cfg.SOLVER.MAX_EPOCHS
         self.start_epoch = 1
-        # results.json entries (inference.results_entry): the first test set's metrics, 'epoch', 'per_dataset'
-        self.latest = None  # of the newest evaluation
-        self.best = None    # of the best evaluation by the first test set's mAP
         # provenance (utils/provenance.py), written into results.json and every checkpoint; the command
         # line is sys.argv unless set_command gives the one train_net.main was called with
         self.run_info = collect_provenance(device, self.amp, get_world_size(), command=list(sys.argv))
@@ -215,13 +223,34 @@ class Trainer:
         self.train_seconds = 0.0        # wall time of the training epochs so far (over resumes)
         self.eval_seconds_last = None   # wall time of the last evaluation
         self.eval_seconds_total = 0.0   # wall time of all evaluations so far (over resumes)
-        self.writer = None  # TensorBoard, opened by train(): a run that fails to set itself up writes no events file
         logger.info("AMP: %s%s; gradient clipping: %s; %d process(es)", self.amp.name,
                     " with GradScaler" if self.amp.use_scaler else "",
                     cfg.SOLVER.GRAD_CLIP or "off", get_world_size())
         logger.info("code: git commit %s%s", self.run_info["git_commit"] or "unknown (not a git checkout)",
                     " with uncommitted changes" if self.run_info["git_dirty"] else "")
         log_protocol(self.run_info["protocol"])
+
+    def _check_optimizer_holds_loss_params(self) -> None:
+        held = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
+        if any(id(p) not in held for p in self.loss_params):
+            raise ValueError("the loss has parameters that the optimizer does not hold: build the optimizer with "
+                             "solver.build_optimizer(cfg, model, loss_fn)")
+
+    @property
+    def latest(self) -> Optional[Dict[str, Any]]:
+        """The results.json entry of the newest evaluation (``processor.evaluation.Evaluation.entry``)."""
+        return self.evaluator.latest
+
+    @property
+    def best(self) -> Optional[Dict[str, Any]]:
+        """The results.json entry of the best evaluation (the evaluator's ``BestModelRule``)."""
+        return self.evaluator.best
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            fn = getattr(callback, hook, None)
+            if callable(fn):
+                fn(self, *args)
 
     # -------------------------------------------------------------------- state
     def set_command(self, command: Sequence[str]) -> None:
@@ -237,8 +266,9 @@ class Trainer:
                     wall_time_s=wall_times(self.train_seconds, self.eval_seconds_last, self.eval_seconds_total))
 
     def state_dict(self, epoch: int) -> Dict[str, Any]:
-        """Everything needed to continue after ``epoch`` (loadable with ``weights_only=True``)."""
-        return {
+        """Everything needed to continue after ``epoch`` (loadable with ``weights_only=True``): ``"loss"`` when
+        the loss has state, ``"callbacks"`` when a callback has."""
+        state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -246,10 +276,16 @@ class Trainer:
             "epoch": int(epoch),
             "rng": get_rng_state(),
             "config": self.cfg.dump(),
-            "best": self.best,
-            "latest": self.latest,
+            **self.evaluator.state_dict(),
             "provenance": self.provenance(),
         }
+        loss_state = self.loss_fn.state_dict() if isinstance(self.loss_fn, torch.nn.Module) else {}
+        if loss_state:
+            state["loss"] = loss_state
+        callbacks = callbacks_state(self.callbacks)
+        if callbacks:
+            state["callbacks"] = callbacks
+        return state
 
     def resume_last(self, output_dir: Optional[str] = None) -> Optional[str]:
         """Continue from the newest usable checkpoint of ``output_dir`` (default OUTPUT_DIR).
@@ -258,32 +294,34 @@ class Trainer:
         target falls back to the newest loadable checkpoint with a warning. Returns its path, or
         ``None`` (nothing resumed) when the folder holds no checkpoint file.
         """
-        found = load_last_checkpoint(output_dir or self.output_dir)
+        checkpointer = self.checkpointer if output_dir in (None, self.checkpointer.output_dir) \
+            else Checkpointer(output_dir)
+        found = checkpointer.resume_state(self.cfg, self.model)
         if found is None:
             return None
-        path, ckpt = found
-        self.resume(path, ckpt)
-        return path
+        self._restore(*found)
+        return found[0]
 
-    def resume(self, path: str, ckpt: Optional[Mapping[str, Any]] = None) -> None:
-        """Continue from the checkpoint at ``path`` (model, optimizer, scheduler, scaler, RNG, metrics).
+    def resume(self, path: str) -> None:
+        """Continue from the training checkpoint at ``path`` (model, optimizer, scheduler, scaler, RNG, metrics,
+        the loss's and the callbacks' state); one of another model is refused before anything is loaded."""
+        self._restore(*self.checkpointer.resume_state(self.cfg, self.model, path))
 
-        ``ckpt``: its contents when already loaded (the file is then not read again).
-        """
-        if ckpt is None:
-            ckpt = load_checkpoint(path, key="resume checkpoint")
-        missing = [k for k in TRAINING_KEYS if k not in ckpt]
-        if missing:
-            raise CheckpointError(f"{path} is not a training checkpoint (no {', '.join(missing)}); cannot resume")
-        refuse_other_model(ckpt, self.cfg, self.model, path)
-        load_checked(self.model, strip_prefix(ckpt["model"]), "--resume", path, "a checkpoint of this model")
+    def _restore(self, path: str, ckpt: Mapping[str, Any]) -> None:
+        """Everything but the model (loaded by the checkpointer) from the training checkpoint ``ckpt``."""
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
+        if isinstance(self.loss_fn, torch.nn.Module) and self.loss_fn.state_dict():
+            if "loss" in ckpt:
+                self.loss_fn.load_state_dict(ckpt["loss"])
+            else:
+                logger.warning("--resume: %s has no state of the loss; its parameters start fresh", path)
+        load_callbacks_state(self.callbacks, ckpt.get("callbacks"), path)
         if "rng" in ckpt:
             set_rng_state(ckpt["rng"])
-        self.best, self.latest = ckpt.get("best"), ckpt.get("latest")
+        self.evaluator.load_state_dict(ckpt)
         times = (ckpt.get("provenance") or {}).get("wall_time_s") or {}  # checkpoints before provenance: none
         self.train_seconds = float(times.get("train") or 0.0)
         self.eval_seconds_last = times.get("eval_last")
@@ -307,30 +345,29 @@ class Trainer:
             logger.info("nothing to do: the checkpoint already has %d of %d epochs", self.start_epoch - 1,
                         self.max_epochs)
             return summary
-        if self.writer is None and is_main_process() and self.output_dir:
-            from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(self.output_dir)
-        if self.start_epoch == 1:
-            # The untrained model's accuracy: the reference point of every later evaluation.
-            summary["untrained"] = self.evaluate(0, record=False)
-        start = time.perf_counter()
-        for epoch in range(self.start_epoch, self.max_epochs + 1):
-            epoch_start = time.perf_counter()
-            summary["epochs"].append(dict(self.train_one_epoch(epoch), epoch=epoch))
-            self.train_seconds += time.perf_counter() - epoch_start
-            last = epoch == self.max_epochs
-            if last or epoch % cfg.SOLVER.EVAL_PERIOD == 0:
-                self.evaluate(epoch)
-            if last or epoch % cfg.SOLVER.CHECKPOINT_PERIOD == 0:
-                self.save(epoch)
-        minutes = (time.perf_counter() - start) / 60
-        logger.info("training done in %.1f min", minutes)
-        if self.best is not None:
-            logger.info("best (epoch %d): %s", self.best["epoch"], format_metrics(self.best))
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-        summary.update(latest=self.latest, best=self.best)
+        self._call("before_train")
+        done = None
+        try:
+            if self.start_epoch == 1:
+                # The untrained model's accuracy: the reference point of every later evaluation.
+                summary["untrained"] = self.evaluate(0, record=False)
+            start = time.perf_counter()
+            for epoch in range(self.start_epoch, self.max_epochs + 1):
+                epoch_start = time.perf_counter()
+                summary["epochs"].append(dict(self.train_one_epoch(epoch), epoch=epoch))
+                self.train_seconds += time.perf_counter() - epoch_start
+                last = epoch == self.max_epochs
+                if last or epoch % cfg.SOLVER.EVAL_PERIOD == 0:
+                    self.evaluate(epoch)
+                if last or epoch % cfg.SOLVER.CHECKPOINT_PERIOD == 0:
+                    self.save(epoch)
+            logger.info("training done in %.1f min", (time.perf_counter() - start) / 60)
+            if self.best is not None:
+                logger.info("best (epoch %d): %s", self.best["epoch"], format_metrics(self.best))
+            summary.update(latest=self.latest, best=self.best)
+            done = summary
+        finally:
+            self._call("after_train", done)
         return summary
 
     def train_one_epoch(self, epoch: int) -> Dict[str, float]:
@@ -340,6 +377,7 @@ class Trainer:
         _set_sampler_epoch(self.train_loader, epoch)
         start_epoch(self.scheduler, epoch)
         self.net.train()
+        self._call("before_epoch", epoch)
         meters = OrderedDict(loss=AverageMeter(), acc=AverageMeter())
         num_iters = len(self.train_loader)
         world = get_world_size()
@@ -348,8 +386,7 @@ class Trainer:
                    dynamic_ncols=True, disable=None if is_main_process() else True)
         for it, (images, pids, camids, _) in enumerate(bar, start=1):
             loss, terms, acc = self.train_step(images, pids, camids, epoch, it)
-            batch = images.shape[0] * world
-            images_seen += batch
+            images_seen += images.shape[0] * world
             speed = images_seen / max(time.perf_counter() - t0, 1e-9)
             meters["loss"].update(loss, images.shape[0])
             meters["acc"].update(acc, images.shape[0])
@@ -357,15 +394,8 @@ class Trainer:
                 meters.setdefault(name, AverageMeter()).update(value, images.shape[0])
             lrs, lr = group_lrs(self.optimizer), current_lr(self.optimizer)  # those the step just used
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", lr=f"{lr:.2e}", img_s=f"{speed:.0f}", refresh=False)
-            step = (epoch - 1) * num_iters + it
-            if self.writer is not None:
-                self.writer.add_scalar("train/loss", loss, step)
-                for name, value in terms.items():
-                    self.writer.add_scalar(f"loss/{name}", value, step)
-                self.writer.add_scalar("train/id_acc", acc, step)
-                self.writer.add_scalar("train/lr", lr, step)
-                for name, value in lrs.items():
-                    self.writer.add_scalar(f"train/lr/{name}", value, step)
+            self._call("after_step", StepInfo(epoch, it, (epoch - 1) * num_iters + it, loss, terms, acc, lr, lrs,
+                                              speed))
             if cfg.SOLVER.LOG_PERIOD and it % cfg.SOLVER.LOG_PERIOD == 0:
                 logger.info("epoch %d/%d iter %d/%d: loss %.3f, acc %.3f, %s, %.0f images/s", epoch, self.max_epochs,
                             it, num_iters, meters["loss"].avg, meters["acc"].avg, lr_text(self.optimizer), speed)
@@ -374,11 +404,9 @@ class Trainer:
         speed = images_seen / max(elapsed, 1e-9)
         logger.info("epoch %d/%d: loss %.3f, acc %.3f, %s, %.1fs, %.0f images/s", epoch, self.max_epochs,
                     meters["loss"].avg, meters["acc"].avg, lr_text(self.optimizer), elapsed, speed)
-        if self.writer is not None:
-            self.writer.add_scalar("train/images_per_sec", speed, epoch)
-            self.writer.add_scalar("train/epoch_loss", meters["loss"].avg, epoch)
-            self.writer.add_scalar("train/epoch_id_acc", meters["acc"].avg, epoch)
-        return {name: m.avg for name, m in meters.items()}
+        stats = OrderedDict((name, m.avg) for name, m in meters.items())
+        self._call("after_epoch", epoch, dict(stats, images_per_sec=speed))
+        return stats
 
     def train_step(self, images: torch.Tensor, pids: torch.Tensor, camids: torch.Tensor, epoch: int,
                    it: int) -> Tuple[float, Dict[str, float], float]:
@@ -409,9 +437,10 @@ class Trainer:
                 f"non-finite training loss ({value} on rank {get_rank()}) at epoch {epoch}, iteration {it}"
                 f"/{len(self.train_loader)}; stopped without updating the weights. Lower SOLVER.BASE_LR, set "
                 f"SOLVER.GRAD_CLIP or SOLVER.AMP off; the last good checkpoint is left in {self.output_dir}")
+        _all_reduce_grads(self.loss_params)
         if self.cfg.SOLVER.GRAD_CLIP > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.SOLVER.GRAD_CLIP)
+            torch.nn.utils.clip_grad_norm_(list(self.model.parameters()) + self.loss_params, self.cfg.SOLVER.GRAD_CLIP)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         term_values = OrderedDict(zip(terms, values[1:len(terms) + 1].tolist()))
@@ -419,80 +448,69 @@ class Trainer:
 
     # -------------------------------------------------------------------- evaluation / checkpoints
     def evaluate(self, epoch: int, record: bool = True) -> Dict[str, Any]:
-        """Evaluate on every test set (all ranks); rank 0 logs, writes results.json and model_best.pth.
+        """Evaluate on every test set (all ranks, ``Evaluator.evaluate``); rank 0 logs, and with ``record`` writes
+        results.json and, when the evaluator's rule says it is the best so far, model_best.pth.
 
-        Returns the results entry (``inference.results_entry``): the first test set's metrics, ``epoch``
-        and ``per_dataset``. The best evaluation is the one with the highest mAP on the first test set.
-        TensorBoard: ``val/<metric>`` of the first test set and, with several, ``val/<name>/<metric>`` of
-        each. ``record=False`` (the untrained model at epoch 0) only logs and writes TensorBoard.
+        Returns the results entry (``Evaluation.entry``): the first test set's metrics, ``epoch`` and
+        ``per_dataset``. ``record=False`` (the untrained model at epoch 0) only logs and calls the callbacks.
         """
-        eval_start = time.perf_counter()
-        broadcast_buffers(self.model)  # every rank evaluates with rank 0's BatchNorm statistics
-        label = "untrained model" if epoch == 0 else f"epoch {epoch}"
-        several = len(self.test_sets) > 1
-        per_dataset = OrderedDict()
-        for test_set, metrics, _ in evaluate_test_sets(self.cfg, self.eval_model, self.test_sets, self.device,
-                                                       self.amp):
-            per_dataset[test_set.name] = metrics
-            logger.info("validation, %s%s: %s", label, f", {test_set.name}" if several else "", format_metrics(metrics))
-        self.eval_seconds_last = time.perf_counter() - eval_start
-        self.eval_seconds_total += self.eval_seconds_last
-        metrics = results_entry(per_dataset, epoch=int(epoch))
-        if self.writer is not None:
-            for key in METRIC_KEYS:
-                self.writer.add_scalar(f"val/{key}", metrics[key], epoch)
-                for name, values in per_dataset.items() if several else ():
-                    self.writer.add_scalar(f"val/{name}/{key}", values[key], epoch)
-            self.writer.flush()
+        label = "validation, untrained model" if epoch == 0 else f"validation, epoch {epoch}"
+        evaluation: Evaluation = self.evaluator.evaluate(self.eval_model, epoch, label)
+        self.eval_seconds_last = evaluation.seconds
+        self.eval_seconds_total += evaluation.seconds
+        self._call("after_evaluation", evaluation)
         if not record:
-            return metrics
-        self.latest = metrics
-        improved = self.best is None or metrics["mAP"] > self.best["mAP"]
-        if improved:
-            self.best = metrics
+            return evaluation.entry()
+        improved = self.evaluator.record(evaluation)
         if is_main_process() and self.output_dir:
             provenance = self.provenance()
             if improved:
-                atomic_torch_save({"model": self.model.state_dict(), "epoch": int(epoch), "config": self.cfg.dump(),
-                                   "metrics": metrics, "provenance": provenance},
-                                  os.path.join(self.output_dir, BEST_CHECKPOINT))
-            write_results(self.output_dir, {"latest": self.latest, "best": self.best, "provenance": provenance})
-        return metrics
+                self.checkpointer.save_best(self.model, epoch, self.cfg.dump(), self.latest, provenance)
+            write_results(self.output_dir, self.evaluator.results(provenance), RESULTS_FILE)
+        return self.latest
 
     def save(self, epoch: int) -> None:
         """The checkpoint of ``epoch`` (rank 0), atomically; other ranks wait for it."""
-        if is_main_process() and self.output_dir:
-            path = save_checkpoint(self.output_dir, epoch, self.state_dict(epoch))
-            logger.info("checkpoint saved: %s", path)
+        if is_main_process():
+            self.checkpointer.save(epoch, self.state_dict(epoch))
         if is_dist():
             dist.barrier()
 
 
-def write_results(output_dir: str, results: Mapping[str, Any], name: str = RESULTS_FILE) -> None:
-    """``results`` as indented JSON in ``output_dir/name``, atomically."""
-    atomic_write_text(os.path.join(output_dir, name), json.dumps(results, indent=2) + "\n")
+# ----------------------------------------------------------------------------- assembling a run
+@dataclass(frozen=True)
+class Builders:
+    """What :func:`build_trainer` builds a run from; replace one to change that piece (another loss, a scripted
+    one in a test) without patching any module: ``Builders(loss=my_build_loss)``.
+
+    ``data(cfg)`` -> ``datasets.DataLoaders``; ``model(cfg, num_classes, num_cams)``; ``loss(cfg, num_classes)``;
+    ``optimizer(cfg, model, loss)``; ``scheduler(cfg, optimizer)``.
+    """
+    data: Callable = make_dataloader
+    model: Callable = build_model
+    loss: Callable = build_loss
+    optimizer: Callable = build_optimizer
+    scheduler: Callable = build_scheduler
 
 
-def build_trainer(cfg: CfgNode, device: torch.device) -> Trainer:
-    """Data, model, loss, optimizer and scheduler of ``cfg``, assembled into a :class:`Trainer`."""
-    # looked up at call time, so that a test's patch of e.g. ``loss.build_loss`` takes effect
-    from datasets import make_dataloader
-    from loss import build_loss
-    from model import build_model
-    from solver import build_optimizer, build_scheduler
-
+def build_trainer(cfg: CfgNode, device: torch.device, builders: Builders = Builders(),
+                  callbacks: Sequence[Any] = ()) -> Trainer:
+    """Data, model, loss, optimizer and scheduler of ``cfg`` (made by ``builders``), assembled into a
+    :class:`Trainer` with ``callbacks``."""
     # each node's local rank 0 generates/checks the data before that node's other ranks read them
     with main_process_first(local=True):
-        data = make_dataloader(cfg)
+        data = builders.data(cfg)
     logger.info("data: %d train identities, %d cameras, %d train batches/epoch; test: %s", data.num_classes,
                 data.num_cams, len(data.train_loader),
                 ", ".join(f"{t.name} {t.num_query} query + {len(t.loader.dataset) - t.num_query} gallery images"
                           for t in data.test_sets))
-    model = build_model(cfg, data.num_classes, data.num_cams).to(device)
+    model = builders.model(cfg, data.num_classes, data.num_cams).to(device)
     model = convert_sync_bn(model, cfg, device)
     logger.info("model: %.2fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
-    loss_fn = build_loss(cfg, data.num_classes)
-    optimizer = build_optimizer(cfg, model)
-    scheduler = build_scheduler(cfg, optimizer)
+    loss_fn = builders.loss(cfg, data.num_classes)
+    if isinstance(loss_fn, torch.nn.Module):
+        loss_fn = loss_fn.to(device)
+    optimizer = builders.optimizer(cfg, model, loss_fn)
+    scheduler = builders.scheduler(cfg, optimizer)
     return Trainer(cfg, model, loss_fn, optimizer, scheduler, data.train_loader, data.val_loader, data.num_query,
-                   device, data.test_sets, data.fingerprints)
+                   device, data.test_sets, data.fingerprints, callbacks=callbacks)

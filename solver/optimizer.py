@@ -20,7 +20,7 @@ How the bias LR factor meets the schedule (solver/scheduler.py):
   biases (timm multiplies it in): biases at BIAS_LR_FACTOR x the base LR at every epoch.
 """
 import logging
-from typing import Dict, List, Set
+from typing import Dict, List, Optional, Set
 
 import torch
 import torch.nn as nn
@@ -55,9 +55,10 @@ def _kind(name: str, p: nn.Parameter, decay_on: str, skip: Set[str]) -> str:
 
 
 def param_groups(model: nn.Module, weight_decay: float, bias_lr_factor: float, decay_on: str = "all",
-                 weight_decay_bias: float = None) -> List[Dict]:
+                 weight_decay_bias: float = None, loss: Optional[nn.Module] = None) -> List[Dict]:
     """Trainable parameters split into named groups (see the module docstring), in the order weights, biases,
-    no_decay (groups without parameters left out).
+    no_decay (groups without parameters left out). ``loss``: a loss with parameters of its own (e.g. class
+    centres), trained with the model; its parameters are named ``loss.<name>`` and grouped by the same rules.
 
     Each group has ``params``, ``names``, ``name``, ``weight_decay`` and ``lr_factor`` (its LR over BASE_LR);
     :func:`build_optimizer` turns the factor into ``lr`` / ``initial_lr`` / ``lr_scale`` for the schedule.
@@ -73,7 +74,10 @@ def param_groups(model: nn.Module, weight_decay: float, bias_lr_factor: float, d
         "no_decay": (0.0, 1.0),
     }
     groups: Dict[str, Dict] = {}
-    for name, p in model.named_parameters():
+    named = list(model.named_parameters())
+    if isinstance(loss, nn.Module):
+        named += list(loss.named_parameters(prefix="loss"))
+    for name, p in named:
         if not p.requires_grad:
             continue
         kind = _kind(name, p, decay_on, skip)
@@ -85,10 +89,11 @@ def param_groups(model: nn.Module, weight_decay: float, bias_lr_factor: float, d
     return [groups[k] for k in GROUP_ORDER if k in groups]
 
 
-def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD (momentum SOLVER.MOMENTUM) or AdamW over :func:`param_groups`; logs one line per group."""
+def build_optimizer(cfg, model: nn.Module, loss: Optional[nn.Module] = None) -> torch.optim.Optimizer:
+    """SGD (momentum SOLVER.MOMENTUM) or AdamW over :func:`param_groups` of the model and the loss's own
+    parameters, if it has any; logs one line per group."""
     s = cfg.SOLVER
-    groups = param_groups(model, s.WEIGHT_DECAY, s.BIAS_LR_FACTOR, s.WEIGHT_DECAY_ON, s.WEIGHT_DECAY_BIAS)
+    groups = param_groups(model, s.WEIGHT_DECAY, s.BIAS_LR_FACTOR, s.WEIGHT_DECAY_ON, s.WEIGHT_DECAY_BIAS, loss)
     if not groups:
         raise ValueError("the model has no trainable parameters")
     for g in groups:

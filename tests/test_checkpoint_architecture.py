@@ -13,7 +13,7 @@ from helpers import tiny_cfg
 from loss import build_loss
 from model import build_model
 from model.backbones.weights import WeightsError
-from model.build import architecture_differences, load_trained_weights
+from model.checkpointer import architecture_differences, load_model_weights
 from processor.trainer import Trainer
 from solver import build_optimizer, build_scheduler
 from utils.checkpoint import CheckpointError
@@ -57,12 +57,12 @@ def test_test_weight_of_another_htm_order_is_refused(saved):
     cfg = tiny_cfg("MODEL.FUSION.HTM_ORDER", "mfu_seu")
     model = build_model(cfg, IDS, CAMS)
     with pytest.raises(WeightsError) as err:
-        load_trained_weights(model, cfg, str(full), "TEST.WEIGHT")
+        load_model_weights(model, cfg, str(full), "TEST.WEIGHT")
     message = str(err.value)
     assert "\n" not in message and message.startswith("TEST.WEIGHT: ")
     assert "MODEL.FUSION.HTM_ORDER: 'seu_mfu' in the checkpoint, 'mfu_seu' here" in message
     # a bare state dict has no config to compare: it loads as before (same names and shapes)
-    load_trained_weights(model, cfg, str(bare), "TEST.WEIGHT")
+    load_model_weights(model, cfg, str(bare), "TEST.WEIGHT")
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 

@@ -11,7 +11,8 @@ from model import build_model
 from model.backbones.weights import WeightsError
 from processor import extract_features as evaluation_features
 from tests.helpers import TINY, tiny_cfg
-from utils.feature_extractor import FeatureExtractor, checkpoint_sizes, find_images, folder_identities
+from model.checkpointer import model_sizes, read_model_file
+from utils.feature_extractor import FeatureExtractor, find_images, folder_identities
 from utils.misc import resolve_amp
 
 NUM_CLASSES, NUM_CAMS = 5, 3
@@ -58,7 +59,8 @@ def _processor_features(model, batch, cams):
 
 def test_sizes_come_from_the_checkpoint(trained):
     cfg, _, weight, _, _ = trained
-    assert checkpoint_sizes(weight) == (NUM_CLASSES, NUM_CAMS)
+    state, _ = read_model_file(weight, "TEST.WEIGHT")
+    assert model_sizes(state, weight, "TEST.WEIGHT") == (NUM_CLASSES, NUM_CAMS)
 
 
 def test_same_features_as_the_evaluation_path(trained, extract):

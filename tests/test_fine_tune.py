@@ -13,6 +13,7 @@ import torch
 from helpers import tiny_cfg
 from model import build_model
 from model.backbones.weights import WeightsError
+from model.checkpointer import load_model_weights
 
 SOURCE_IDS, SOURCE_CAMS, TARGET_IDS, TARGET_CAMS = 9, 6, 4, 2
 
@@ -55,6 +56,6 @@ def test_evaluating_a_checkpoint_with_other_cameras_is_refused(checkpoint):
     path, _ = checkpoint
     model = build_model(tiny_cfg(), TARGET_IDS, TARGET_CAMS)
     with pytest.raises(WeightsError, match="TEST.WEIGHT"):
-        model.load_param(str(path), key="TEST.WEIGHT")
+        load_model_weights(model, tiny_cfg(), str(path), "TEST.WEIGHT")
     # the same cameras: only the unused classifiers differ, and the checkpoint loads
-    build_model(tiny_cfg(), TARGET_IDS, SOURCE_CAMS).load_param(str(path), key="TEST.WEIGHT")
+    load_model_weights(build_model(tiny_cfg(), TARGET_IDS, SOURCE_CAMS), tiny_cfg(), str(path), "TEST.WEIGHT")

@@ -213,9 +213,8 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(trained, data_root, tmp
     out, _ = trained
     run = tmp_path / "nan"
     copy_checkpoint(out, run, RESUME_AFTER)
-    import loss
-
-    real_build = loss.build_loss
+    from loss import build_loss as real_build
+    from processor import Builders
 
     def build_nan_loss(cfg, num_classes):
         fn, calls = real_build(cfg, num_classes), [0]
@@ -226,9 +225,8 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(trained, data_root, tmp
             return (total * float("nan") if calls[0] == 2 else total), terms
         return nan_at_second_step
 
-    monkeypatch.setattr(loss, "build_loss", build_nan_loss)
     with pytest.raises(SystemExit) as info:
-        train_net.main(tiny_args(data_root, run) + ["--resume"])
+        train_net.main(tiny_args(data_root, run) + ["--resume"], builders=Builders(loss=build_nan_loss))
     message = str(info.value.code)
     assert "non-finite training loss" in message and f"epoch {RESUME_AFTER + 1}, iteration 2/" in message
     assert sorted(n for n in os.listdir(run) if n.endswith(".pth")) == [f"checkpoint_epoch{RESUME_AFTER}.pth"]

@@ -21,6 +21,7 @@ import re
 import pytest
 import torch
 
+import processor.evaluation as evaluation_module
 import processor.trainer as trainer_module
 from configs import load_cfg
 from processor import build_trainer
@@ -284,7 +285,7 @@ def test_model_best_is_the_peak_epoch_when_the_metric_drops(data_root, tmp_path,
         for test_set in test_sets:
             yield test_set, {k: value for k in METRIC_KEYS}, None
 
-    monkeypatch.setattr(trainer_module, "evaluate_test_sets", scripted)
+    monkeypatch.setattr(evaluation_module, "evaluate_test_sets", scripted)
     cfg = make_cfg(data_root, tmp_path, "SOLVER.MAX_EPOCHS", "3", "SOLVER.EVAL_PERIOD", "1",
                    "SOLVER.CHECKPOINT_PERIOD", "1")
     torch.manual_seed(0)

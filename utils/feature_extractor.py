@@ -9,7 +9,7 @@
     feats = extract([pil_image, rgb_uint8_array], cam_ids=[0, 3])
 
 Weights: a train_net.py checkpoint (``{'model': state_dict, ...}``) or a bare state dict, loaded with
-``FusionReID.load_param`` (everything must match the config's architecture). The number of training
+``model.checkpointer.build_trained_model`` (everything must match the config's architecture). The number of training
 identities and of cameras are read from the checkpoint's tensors (ID classifier weight rows,
 ``transformer.sie_embed`` rows), so no dataset is needed to build the model; ImageNet weights are not
 read (``MODEL.PRETRAIN_CHOICE`` is ignored).
@@ -41,46 +41,6 @@ WEIGHT_KEY = "TEST.WEIGHT"
 
 
 # ----------------------------------------------------------------------------- model
-def checkpoint_sizes(path, key=WEIGHT_KEY):
-    """``(num_classes, num_cams)`` of a FusionReID checkpoint file, from its tensors' shapes."""
-    from model.fusion_reid import read_checkpoint_state
-
-    return state_sizes(read_checkpoint_state(path, key), path, key)
-
-
-def state_sizes(state, path, key=WEIGHT_KEY):
-    """``(num_classes, num_cams)`` of a FusionReID state dict; ``num_cams`` is None without a camera embedding."""
-    from model.backbones.weights import WeightsError
-
-    classifiers = sorted(k for k in state if k.startswith("heads.") and k.endswith(".classifier.weight"))
-    if not classifiers:
-        raise WeightsError(f"{key}: {path} has no heads.*.classifier.weight: not a FusionReID checkpoint")
-    num_classes = state[classifiers[0]].shape[0]
-    sie = state.get("transformer.sie_embed")
-    return num_classes, None if sie is None else sie.shape[0]
-
-
-def load_trained_model(cfg, weight=None, device="cpu"):
-    """The model of ``cfg`` with the trained weights ``weight`` (default ``cfg.TEST.WEIGHT``), in eval mode."""
-    from model import build_model
-    from model.backbones.weights import WeightsError
-    from model.fusion_reid import read_checkpoint_state
-
-    weight = weight or cfg.TEST.WEIGHT
-    if not weight:
-        raise WeightsError(f"{WEIGHT_KEY} is empty: pass a trained model, e.g. {WEIGHT_KEY} "
-                           f"output/<run>/model_best.pth")
-    state = read_checkpoint_state(weight, WEIGHT_KEY)  # read once: sizes, then weights
-    num_classes, num_cams = state_sizes(state, weight)
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.MODEL.PRETRAIN_CHOICE = "none"
-    cfg.freeze()
-    model = build_model(cfg, num_classes, num_cams or 1)
-    model.load_trained_state(state, weight, key=WEIGHT_KEY)
-    return model.to(device).eval()
-
-
 def extractor_from_args(args):
     """The shared start of the image tools: console logging, ``--config_file`` + ``KEY VALUE`` overrides,
     and a :class:`FeatureExtractor` of ``TEST.WEIGHT``."""
@@ -150,7 +110,9 @@ class FeatureExtractor:
 
         self.cfg = cfg
         self.device = torch.device(device) if device is not None else resolve_device(cfg.MODEL.DEVICE)
-        self.model = load_trained_model(cfg, weight, self.device)
+        from model.checkpointer import build_trained_model
+
+        self.model = build_trained_model(cfg, weight or cfg.TEST.WEIGHT, WEIGHT_KEY, self.device)
         self.unknown_cam = add_mean_camera(self.model)
         self.transform = build_transforms(cfg, is_train=False)
         self.batch_size = batch_size or cfg.TEST.IMS_PER_BATCH

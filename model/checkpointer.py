@@ -1,0 +1,232 @@
+"""The one checkpointer: a training run's checkpoint files, resuming, the best model, and every way a trained
+FusionReID's state is loaded.
+
+Writing (:class:`Checkpointer`, rank 0): ``checkpoint_epoch{N}.pth`` + ``last_checkpoint`` and
+``model_best.pth`` in OUTPUT_DIR, atomically (``utils.checkpoint``: the file layout and the atomic writes).
+
+Reading, each with errors that name the config key or option and the file:
+
+==================================  ============================================================================
+training resume (``--resume``)      :meth:`Checkpointer.resume_state`: the newest usable checkpoint, refused
+                                    before anything is loaded when it is not of this run's model
+                                    (:func:`refuse_other_model`)
+``TEST.WEIGHT`` (test_net)          :func:`load_model_weights` into a model built from the config
+``MODEL.PRETRAIN_CHOICE self``      :func:`load_model_weights` with ``fine_tune``: the ID classifiers and a camera
+                                    embedding of another size are re-made (``model.build.build_model``)
+feature extractor, tools            :func:`build_trained_model`: the model sized from the checkpoint's tensors
+==================================  ============================================================================
+
+A checkpoint knows its model: train_net.py stores the config, and loading into a model whose
+:data:`ARCHITECTURE_KEYS` differ is refused with one line naming every differing key and both values. A bare state
+dict (no stored config) loads when its tensor names and shapes fit.
+"""
+import logging
+import os
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import torch
+import yaml
+
+from utils.checkpoint import (TRAINING_KEYS, CheckpointError, atomic_torch_save, load_checkpoint,
+                              load_last_checkpoint, save_checkpoint)
+from utils.output_files import BEST_CHECKPOINT
+
+from .backbones.weights import WeightsError, load_checked, read_weight_file, strip_prefix, unwrap_state_dict
+
+logger = logging.getLogger(__name__)
+
+# The config keys that decide what a checkpoint's tensors mean. Two configs that differ here can have the same
+# tensor names and shapes (e.g. MODEL.FUSION.HTM_ORDER seu_mfu / mfu_seu) and still compute other functions.
+ARCHITECTURE_KEYS = (
+    "MODEL.CNN.NAME", "MODEL.CNN.LAST_STRIDE", "MODEL.CNN.POOLING",
+    "MODEL.TRANSFORMER.NAME", "MODEL.TRANSFORMER.STRIDE_SIZE", "MODEL.TRANSFORMER.SIE_CAMERA",
+    "MODEL.TRANSFORMER.SIE_COE", "MODEL.TRANSFORMER.T2T_ATTN_SCALE", "MODEL.TRANSFORMER.T2T_POS_EMBED",
+    "MODEL.FUSION.DIM", "MODEL.FUSION.LRU", "MODEL.FUSION.HTM_LAYERS", "MODEL.FUSION.HTM_ORDER",
+    "MODEL.FUSION.SHARE_SEU", "MODEL.FUSION.SHARE_MFU", "MODEL.FUSION.NUM_HEADS", "MODEL.FUSION.MLP_RATIO",
+    "MODEL.FUSION.POOLING", "INPUT.SIZE_TRAIN",
+)
+# Where a FusionReID checkpoint keeps the model's state dict (train_net.py: 'model').
+MODEL_CONTAINERS = ("model", "state_dict")
+# The tensors sized by the training data: re-made when fine-tuning on other data.
+CLASSIFIER_SUFFIX, CAMERA_EMBEDDING = "classifier.weight", "transformer.sie_embed"
+
+
+# ----------------------------------------------------------------------------- the architecture check
+def _plain(value: Any) -> Any:
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def architecture_differences(stored_config: str, cfg: Mapping[str, Any]) -> List[str]:
+    """``'KEY: <checkpoint's value> in the checkpoint, <ours> here'`` for every :data:`ARCHITECTURE_KEYS` entry that
+    differs between a checkpoint's stored config (the YAML text train_net.py saves) and ``cfg``. Keys the stored
+    config does not have (older checkpoints) are not compared."""
+    stored = yaml.safe_load(stored_config) or {}
+    diffs = []
+    for key in ARCHITECTURE_KEYS:
+        theirs, ours, found = stored, cfg, True
+        for part in key.split("."):
+            if not isinstance(theirs, dict) or part not in theirs:
+                found = False
+                break
+            theirs, ours = theirs[part], ours[part]
+        if found and _plain(theirs) != _plain(ours):
+            diffs.append(f"{key}: {_plain(theirs)!r} in the checkpoint, {_plain(ours)!r} here")
+    return diffs
+
+
+def refuse_other_model(ckpt: Mapping[str, Any], cfg: Mapping[str, Any], model: torch.nn.Module, path: str) -> None:
+    """A ``CheckpointError`` (one line) when the training checkpoint ``ckpt`` is not one to resume: it lacks one of
+    ``TRAINING_KEYS``, was trained with another architecture (its stored config), or for another number of
+    identities or cameras than ``model`` has (resuming would load weights that mean something else, or fail
+    half-way)."""
+    missing = [k for k in TRAINING_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} is not a training checkpoint (no {', '.join(missing)}); cannot resume")
+    problems = architecture_differences(ckpt["config"], cfg) if isinstance(ckpt.get("config"), str) else []
+    own, state = model.state_dict(), strip_prefix(ckpt["model"])
+    for suffix, what in ((CLASSIFIER_SUFFIX, "identities"), (CAMERA_EMBEDDING, "cameras")):
+        names = [k for k in own if k.endswith(suffix) and k in state and state[k].shape[0] != own[k].shape[0]]
+        if names:
+            problems.append(f"{state[names[0]].shape[0]} {what} in the checkpoint, {own[names[0]].shape[0]} in this "
+                            f"run's data")
+    if problems:
+        raise CheckpointError(f"--resume: {path} is not a checkpoint of this run's model ({'; '.join(problems)}); "
+                              "resume with the config and data it was trained with, or start another OUTPUT_DIR")
+
+
+# ----------------------------------------------------------------------------- loading a trained model
+Source = Union[str, Mapping[str, Any]]
+
+
+def read_model_file(path: str, key: str) -> Tuple[Dict[str, torch.Tensor], Optional[str]]:
+    """``(model state dict, stored config YAML or None)`` of a train_net.py checkpoint or a bare state dict at
+    ``path`` (``module.`` prefixes stripped), read once. ``key`` names the option in errors."""
+    raw = read_weight_file(path, key)
+    config = raw.get("config") if isinstance(raw, dict) and isinstance(raw.get("config"), str) else None
+    return strip_prefix(unwrap_state_dict(raw, path, key, containers=MODEL_CONTAINERS)), config
+
+
+def model_sizes(state: Mapping[str, torch.Tensor], path: str, key: str) -> Tuple[int, Optional[int]]:
+    """``(num_classes, num_cams)`` of a FusionReID state dict, from its tensors' shapes; ``num_cams`` is None
+    without a camera embedding."""
+    classifiers = sorted(k for k in state if k.startswith("heads.") and k.endswith("." + CLASSIFIER_SUFFIX))
+    if not classifiers:
+        raise WeightsError(f"{key}: {path} has no heads.*.{CLASSIFIER_SUFFIX}: not a FusionReID checkpoint")
+    sie = state.get(CAMERA_EMBEDDING)
+    return state[classifiers[0]].shape[0], None if sie is None else sie.shape[0]
+
+
+def check_architecture(stored_config: Optional[str], cfg: Mapping[str, Any], path: str, key: str) -> None:
+    """A ``WeightsError`` naming ``key`` and every differing :data:`ARCHITECTURE_KEYS` entry when the checkpoint's
+    stored config (None: a bare state dict, not checked) describes another architecture than ``cfg``."""
+    diffs = architecture_differences(stored_config, cfg) if stored_config else []
+    if diffs:
+        raise WeightsError(f"{key}: {path} was trained with another architecture ({'; '.join(diffs)}); set "
+                           f"these keys as the checkpoint has them")
+
+
+def load_model_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: str, key: str,
+                     fine_tune: bool = False) -> None:
+    """Load a FusionReID state dict read from ``path`` into ``model``.
+
+    ID classifiers of another shape (another dataset) keep the model's fresh initialisation. With ``fine_tune``
+    (``MODEL.PRETRAIN_CHOICE self``: a ReID checkpoint trained on another dataset) so does a camera embedding of
+    another number of cameras; without it (evaluating ``TEST.WEIGHT``) that is an error, as the features would
+    depend on untrained camera rows. One log line says what was loaded and what was re-made; everything else must
+    match exactly (a ``WeightsError`` naming ``key`` otherwise).
+    """
+    own, state = model.state_dict(), dict(state)
+    dataset_layers = [k for k in state if k in own and state[k].shape != own[k].shape and (
+        (k.startswith("heads.") and k.endswith(CLASSIFIER_SUFFIX)) or (fine_tune and k.endswith("sie_embed")))]
+    remade = {}
+    for k in dataset_layers:
+        old, new = state.pop(k).shape[0], own[k].shape[0]
+        what = "camera embedding" if k.endswith("sie_embed") else "ID classifiers"
+        unit = "cameras" if k.endswith("sie_embed") else "identities"
+        remade[what] = f"{what} ({old} -> {new} {unit})"
+    load_checked(model, state, key, path, "a checkpoint of this architecture", ignore_missing=dataset_layers)
+    if remade:  # expected when fine-tuning; worth a warning when evaluating a checkpoint of another dataset
+        logger.log(logging.INFO if fine_tune else logging.WARNING, "%s: loaded %d tensors of %s; re-made for "
+                   "this dataset: %s", key, len(state), path, ", ".join(remade.values()))
+    else:
+        logger.info("loaded FusionReID weights from %s", path)
+
+
+def load_model_weights(model: torch.nn.Module, cfg: Mapping[str, Any], path: str, key: str,
+                       fine_tune: bool = False) -> None:
+    """A train_net.py checkpoint (or a bare state dict) at ``path`` into ``model``, read once (``TEST.WEIGHT``,
+    ``MODEL.PRETRAIN_PATH`` with ``MODEL.PRETRAIN_CHOICE self``: ``fine_tune``).
+
+    A checkpoint that stores its config must have been trained with ``cfg``'s architecture: otherwise a
+    ``WeightsError`` names ``key`` and every differing key with both values.
+    """
+    state, config = read_model_file(path, key)
+    check_architecture(config, cfg, path, key)
+    load_model_state(model, state, path, key, fine_tune=fine_tune)
+
+
+def build_trained_model(cfg, weight: str, key: str = "TEST.WEIGHT", device: Union[str, torch.device] = "cpu"
+                        ) -> torch.nn.Module:
+    """The model of ``cfg`` with the trained weights ``weight``, in eval mode on ``device``: the number of training
+    identities and cameras are read from the checkpoint's tensors (no dataset needed), ImageNet files are not read
+    (``MODEL.PRETRAIN_CHOICE`` is ignored), the architecture is checked as by :func:`load_model_weights`."""
+    from .build import build_model  # build_model loads MODEL.PRETRAIN_CHOICE self through this module
+
+    if not weight:
+        raise WeightsError(f"{key} is empty: pass a trained model, e.g. {key} output/<run>/model_best.pth")
+    state, config = read_model_file(weight, key)  # read once: sizes, architecture, then weights
+    check_architecture(config, cfg, weight, key)
+    num_classes, num_cams = model_sizes(state, weight, key)
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.PRETRAIN_CHOICE = "none"
+    cfg.freeze()
+    model = build_model(cfg, num_classes, num_cams or 1)
+    load_model_state(model, state, weight, key)
+    return model.to(device).eval()
+
+
+# ----------------------------------------------------------------------------- a training run's files
+class Checkpointer:
+    """The checkpoints of one training run in ``output_dir`` (``''``: write nothing, resume nothing).
+
+    Only rank 0 calls the ``save*`` methods; every rank reads with :meth:`resume_state`.
+    """
+
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+
+    def save(self, epoch: int, state: Mapping[str, Any]) -> Optional[str]:
+        """``state`` (the trainer's) as ``checkpoint_epoch{epoch}.pth``, then ``last_checkpoint`` pointing at it."""
+        if not self.output_dir:
+            return None
+        path = save_checkpoint(self.output_dir, epoch, dict(state))
+        logger.info("checkpoint saved: %s", path)
+        return path
+
+    def save_best(self, model: torch.nn.Module, epoch: int, config: str, metrics: Mapping[str, Any],
+                  provenance: Mapping[str, Any]) -> Optional[str]:
+        """``model_best.pth``: the model's weights with the epoch, config, metrics and provenance."""
+        if not self.output_dir:
+            return None
+        path = os.path.join(self.output_dir, BEST_CHECKPOINT)
+        atomic_torch_save({"model": model.state_dict(), "epoch": int(epoch), "config": config,
+                           "metrics": dict(metrics), "provenance": dict(provenance)}, path)
+        return path
+
+    def resume_state(self, cfg, model: torch.nn.Module, path: Optional[str] = None
+                     ) -> Optional[Tuple[str, Dict[str, Any]]]:
+        """``(path, training checkpoint)`` to resume from, its model state already loaded into ``model``, or
+        ``None`` when ``output_dir`` holds no checkpoint (``path`` None: the newest usable one, see
+        ``utils.checkpoint.load_last_checkpoint``). A checkpoint of another model is refused before anything is
+        loaded (:func:`refuse_other_model`)."""
+        if path is None:
+            found = load_last_checkpoint(self.output_dir) if self.output_dir else None
+            if found is None:
+                return None
+            path, ckpt = found
+        else:
+            ckpt = load_checkpoint(path, key="resume checkpoint")
+        refuse_other_model(ckpt, cfg, model, path)
+        load_checked(model, strip_prefix(ckpt["model"]), "--resume", path, "a checkpoint of this model")
+        return path, ckpt
