@@ -6,8 +6,6 @@ from typing import Any, List, Mapping
 import yaml
 from yacs.config import CfgNode
 
-from utils.errors import ConfigError
-
 from .backbones.weights import WeightsError, read_weight_file, strip_prefix, unwrap_state_dict
 from .fusion_reid import FusionReID
 
@@ -65,27 +63,10 @@ def load_trained_weights(model: FusionReID, cfg: CfgNode, path: str, key: str, f
 
 
 def build_model(cfg: CfgNode, num_classes: int, num_cams: int) -> FusionReID:
-    """The model of ``cfg.MODEL`` with its pretrained weights (``MODEL.PRETRAIN_CHOICE``); the fusion modules
-    initialised as ``MODEL.FUSION.INIT`` says, the gradient-free parameters frozen when
-    ``SOLVER.FREEZE_GRADIENT_FREE`` is on (``FusionReID.gradient_free_parameter_names``)."""
-    model = FusionReID(
-        num_classes=num_classes, num_cams=num_cams,
-        cnn_name=cfg.MODEL.CNN.NAME, last_stride=cfg.MODEL.CNN.LAST_STRIDE, cnn_pooling=cfg.MODEL.CNN.POOLING,
-        transformer_name=cfg.MODEL.TRANSFORMER.NAME, img_size=tuple(cfg.INPUT.SIZE_TRAIN),
-        stride_size=tuple(cfg.MODEL.TRANSFORMER.STRIDE_SIZE), sie_camera=cfg.MODEL.TRANSFORMER.SIE_CAMERA,
-        sie_coe=cfg.MODEL.TRANSFORMER.SIE_COE, drop_path=cfg.MODEL.TRANSFORMER.DROP_PATH,
-        drop_rate=cfg.MODEL.TRANSFORMER.DROP_RATE, attn_drop_rate=cfg.MODEL.TRANSFORMER.ATTN_DROP_RATE,
-        fusion_dim=cfg.MODEL.FUSION.DIM, lru=cfg.MODEL.FUSION.LRU, htm_layers=cfg.MODEL.FUSION.HTM_LAYERS,
-        htm_order=cfg.MODEL.FUSION.HTM_ORDER, share_seu=cfg.MODEL.FUSION.SHARE_SEU,
-        share_mfu=cfg.MODEL.FUSION.SHARE_MFU, num_heads=cfg.MODEL.FUSION.NUM_HEADS,
-        mlp_ratio=cfg.MODEL.FUSION.MLP_RATIO, pooling=cfg.MODEL.FUSION.POOLING, gem_p=cfg.MODEL.GEM_P,
-        test_feat=cfg.TEST.FEAT, neck_feat=cfg.TEST.NECK_FEAT, feat_norm=cfg.TEST.FEAT_NORM,
-        part_norm=cfg.TEST.PART_NORM, t2t_attn_scale=cfg.MODEL.TRANSFORMER.T2T_ATTN_SCALE,
-        t2t_pos_embed=cfg.MODEL.TRANSFORMER.T2T_POS_EMBED, flip=cfg.TEST.FLIP, fusion_init=cfg.MODEL.FUSION.INIT,
-        freeze_gradient_free=cfg.SOLVER.FREEZE_GRADIENT_FREE)
-    if tuple(cfg.INPUT.SIZE_TEST) != tuple(cfg.INPUT.SIZE_TRAIN) and cfg.MODEL.TRANSFORMER.NAME:
-        raise ConfigError(f"INPUT.SIZE_TEST {list(cfg.INPUT.SIZE_TEST)} differs from INPUT.SIZE_TRAIN "
-                          f"{list(cfg.INPUT.SIZE_TRAIN)}: the Transformer's position embedding is built for one size")
+    """The model of ``cfg`` (``FusionReID.from_config``: its architecture and retrieval policy) with its
+    pretrained weights (``MODEL.PRETRAIN_CHOICE``) and the runtime options ``MODEL.GRAD_CHECKPOINT`` and
+    ``MODEL.CHANNELS_LAST``."""
+    model = FusionReID.from_config(cfg, num_classes, num_cams)
     choice = cfg.MODEL.PRETRAIN_CHOICE
     if choice == "imagenet":
         for branch, path, key in ((model.cnn, cfg.MODEL.CNN.PRETRAIN_PATH, "MODEL.CNN.PRETRAIN_PATH"),

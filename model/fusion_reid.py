@@ -1,20 +1,23 @@
 """FusionReID (Fig. 2): Dual-branch Feature Extraction + Dual-attention Mutual Fusion + six supervised features."""
+import dataclasses
 import logging
 from collections import OrderedDict
-from typing import Dict, List, Mapping, Optional, Sequence, Set, Union
+from typing import Dict, List, Mapping, Optional, Set, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+from yacs.config import CfgNode
 
 from utils.errors import ConfigError
 
-from .backbones import Backbone, BackboneOutput, build_cnn, build_transformer
+from .backbones import Backbone, BackboneOutput, build_backbone
 from .backbones.weights import load_checked, read_state_dict, strip_prefix
 from .checkpointing import checkpoint, checkpointing_active
 from .fusion import HeterogenousTransmissionModule, LocalRefinementUnit, init_fusion_weights
 from .heads import BNNeckHead, FeatureOutput
-from .pooling import at_least_float32, build_pooling
+from .pooling import build_pooling
+from .retrieval import RetrievalPolicy
+from .spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -25,67 +28,78 @@ FEATURE_NAMES = ("cnn", "transformer", "lru_cnn", "lru_transformer", "htm_cnn", 
 class FusionReID(nn.Module):
     """Two backbones on the same image, LRUs, L stacked HTMs, one BNNeck head per supervised feature.
 
+    Built from a :class:`~model.spec.ModelSpec` (the architecture: what the state dict holds) and a
+    :class:`~model.retrieval.RetrievalPolicy` (the eval-mode feature); :meth:`from_config` reads both from
+    the config.
+
     train mode: ``model(images, cam_ids)`` -> ``{name: FeatureOutput(logits, feature before BN)}``;
-    eval mode: ``model(images, cam_ids)`` -> the retrieval feature picked by ``test_feat`` / ``neck_feat``;
-    with ``flip`` (``TEST.FLIP``) of the image and its horizontal mirror (:meth:`flip_average`).
+    eval mode: ``model(images, cam_ids)`` -> the retrieval feature of ``retrieval``
+    (:meth:`RetrievalPolicy.retrieve`: ``TEST.FEAT`` / ``NECK_FEAT`` / ``FEAT_NORM`` / ``PART_NORM`` / ``FLIP``).
     """
 
-    def __init__(self, num_classes: int, num_cams: int, cnn_name: str = "resnet50", last_stride: int = 1,
-                 cnn_pooling: str = "gem", transformer_name: str = "vit_base_patch16_224",
-                 img_size: Sequence[int] = (256, 128), stride_size: Sequence[int] = (12, 12),
-                 sie_camera: bool = True, sie_coe: float = 3.0, drop_path: float = 0.1, drop_rate: float = 0.0,
-                 attn_drop_rate: float = 0.0, fusion_dim: int = 768, lru: bool = True, htm_layers: int = 2,
-                 htm_order: str = "seu_mfu", share_seu: bool = True, share_mfu: bool = False, num_heads: int = 12,
-                 mlp_ratio: float = 4.0, pooling: str = "gem", gem_p: float = 3.0, test_feat: str = "all",
-                 neck_feat: str = "before", feat_norm: bool = True, part_norm: bool = False,
-                 t2t_attn_scale: str = "head_dim", t2t_pos_embed: str = "checkpoint", flip: bool = False,
-                 fusion_init: str = "pytorch", freeze_gradient_free: bool = False):
+    def __init__(self, spec: ModelSpec, retrieval: RetrievalPolicy):
         super().__init__()
-        if htm_layers and not (cnn_name and transformer_name):
+        fusion = spec.fusion
+        if fusion.htm_layers and not (spec.cnn and spec.transformer):
             raise ConfigError("MODEL.FUSION.HTM_LAYERS > 0 fuses two branches: set both MODEL.CNN.NAME and "
                               "MODEL.TRANSFORMER.NAME, or HTM_LAYERS 0")
-        if htm_layers and not lru:
+        if fusion.htm_layers and not fusion.lru:
             raise ConfigError("MODEL.FUSION.HTM_LAYERS > 0 needs MODEL.FUSION.LRU True: the LRUs bring both "
                               "branches to the fused dimension D")
+        self.spec = spec
         self.cnn: Optional[Backbone] = None
         self.transformer: Optional[Backbone] = None
-        if cnn_name:
-            self.cnn = build_cnn(cnn_name, last_stride, img_size)
-            self.pool_cnn = build_pooling(cnn_pooling, gem_p)  # f^_c = GeMP(X_c): the CNN has no class token
-        if transformer_name:
-            self.transformer = build_transformer(
-                transformer_name, img_size, stride_size, num_cams=num_cams if sie_camera else 0, sie_coe=sie_coe,
-                drop_path_rate=drop_path, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
-                t2t_attn_scale=t2t_attn_scale, t2t_pos_embed=t2t_pos_embed)
+        if spec.cnn:
+            self.cnn = build_backbone("cnn", spec.cnn.name, **spec.cnn.options.as_dict())
+            self.pool_cnn = build_pooling(spec.cnn_pooling, spec.gem_p)  # f^_c = GeMP(X_c): no class token
+        if spec.transformer:
+            self.transformer = build_backbone("transformer", spec.transformer.name,
+                                              **spec.transformer.options.as_dict())
         dims = OrderedDict((branch, backbone.out_dim) for branch, backbone in self.backbones().items())
         self.lru = nn.ModuleDict()
         self.pool_lru = nn.ModuleDict()
-        if lru:
+        if fusion.lru:
             for branch, channels in list(dims.items()):
-                self.lru[branch] = LocalRefinementUnit(channels, fusion_dim)
-                self.pool_lru[branch] = build_pooling(pooling, gem_p)
-                dims[f"lru_{branch}"] = fusion_dim
+                self.lru[branch] = LocalRefinementUnit(channels, fusion.dim)
+                self.pool_lru[branch] = build_pooling(fusion.pooling, spec.gem_p)
+                dims[f"lru_{branch}"] = fusion.dim
         self.htm = nn.ModuleList(
-            HeterogenousTransmissionModule(fusion_dim, num_heads, mlp_ratio, htm_order, share_seu, share_mfu)
-            for _ in range(htm_layers))
-        if htm_layers:
-            dims["htm_cnn"] = dims["htm_transformer"] = fusion_dim
-        self.fusion_init = fusion_init
-        init_fusion_weights(self.lru, fusion_init)  # MODEL.FUSION.INIT
-        init_fusion_weights(self.htm, fusion_init)
+            HeterogenousTransmissionModule(fusion.dim, fusion.num_heads, fusion.mlp_ratio, fusion.htm_order,
+                                           fusion.share_seu, fusion.share_mfu)
+            for _ in range(fusion.htm_layers))
+        if fusion.htm_layers:
+            dims["htm_cnn"] = dims["htm_transformer"] = fusion.dim
+        self.fusion_init = fusion.init
+        init_fusion_weights(self.lru, fusion.init)  # MODEL.FUSION.INIT
+        init_fusion_weights(self.htm, fusion.init)
 
         self.feature_dims = OrderedDict((n, dims[n]) for n in FEATURE_NAMES if n in dims)
-        self.heads = nn.ModuleDict({n: BNNeckHead(d, num_classes) for n, d in self.feature_dims.items()})
-        if test_feat != "all" and test_feat not in self.feature_dims:
-            raise ConfigError(f"TEST.FEAT {test_feat!r} is not produced by this model; it has "
-                              f"{', '.join(['all', *self.feature_dims])}")
-        self.test_feat, self.neck_feat = test_feat, neck_feat
-        self.feat_norm, self.part_norm = feat_norm, part_norm
-        self.flip = flip
-        self.num_classes = num_classes
+        self.heads = nn.ModuleDict({n: BNNeckHead(d, spec.num_classes) for n, d in self.feature_dims.items()})
+        retrieval.names(self.feature_dims)  # TEST.FEAT must name a feature of this model
+        self.retrieval = retrieval
+        self.num_classes = spec.num_classes
         self.grad_checkpointing = False
-        if freeze_gradient_free:
+        if spec.freeze_gradient_free:
             self.freeze_gradient_free()
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, num_classes: int, num_cams: int) -> "FusionReID":
+        """The model of ``cfg`` (random weights) for ``num_classes`` identities seen by ``num_cams`` cameras:
+        the architecture ``ModelSpec.from_config``, the retrieval policy ``RetrievalPolicy.from_config``."""
+        if tuple(cfg.INPUT.SIZE_TEST) != tuple(cfg.INPUT.SIZE_TRAIN) and cfg.MODEL.TRANSFORMER.NAME:
+            raise ConfigError(f"INPUT.SIZE_TEST {list(cfg.INPUT.SIZE_TEST)} differs from INPUT.SIZE_TRAIN "
+                              f"{list(cfg.INPUT.SIZE_TRAIN)}: the Transformer's position embedding is built for "
+                              f"one size")
+        return cls(ModelSpec.from_config(cfg, num_classes, num_cams), RetrievalPolicy.from_config(cfg))
+
+    @property
+    def flip(self) -> bool:
+        """Test-time flip (``TEST.FLIP``) of the retrieval policy; settable."""
+        return self.retrieval.flip
+
+    @flip.setter
+    def flip(self, enable: bool) -> None:
+        self.retrieval = dataclasses.replace(self.retrieval, flip=bool(enable))
 
     # ------------------------------------------------------------------------------------- gradient-free
     def gradient_free_parameter_names(self) -> List[str]:
@@ -149,9 +163,7 @@ class FusionReID(nn.Module):
     @property
     def test_dim(self) -> int:
         """Length of the eval-mode feature."""
-        if self.test_feat == "all":
-            return sum(self.feature_dims.values())
-        return self.feature_dims[self.test_feat]
+        return self.retrieval.dim(self.feature_dims)
 
     def global_feature(self, branch: str, out: BackboneOutput) -> torch.Tensor:
         """f^ of a branch: the backbone's class token (f^_t), or for a backbone without one its map pooled
@@ -194,35 +206,15 @@ class FusionReID(nn.Module):
 
     def forward(self, images: torch.Tensor, cam_ids: Optional[torch.Tensor] = None
                 ) -> Union["OrderedDict[str, FeatureOutput]", torch.Tensor]:
-        feats = self.extract(images, cam_ids)
         if self.training:
+            feats = self.extract(images, cam_ids)
             return OrderedDict((name, FeatureOutput(self.heads[name](f).logits, f)) for name, f in feats.items())
-        if self.flip:
-            feats = self.flip_average(feats, self.extract(images.flip(-1), cam_ids))
-        return self.retrieval_feature(feats)
-
-    @staticmethod
-    def flip_average(feats: Mapping[str, torch.Tensor], mirrored: Mapping[str, torch.Tensor]
-                     ) -> "OrderedDict[str, torch.Tensor]":
-        """Test-time flip (``TEST.FLIP``): the mean of the features of the images (``feats``) and of their
-        horizontal mirrors (``mirrored``, same cameras), feature by feature, before the BNNeck and before any
-        normalisation (as ``0.5 a + 0.5 b``: no fp16 overflow of the sum under AMP)."""
-        return OrderedDict((name, f * 0.5 + mirrored[name] * 0.5) for name, f in feats.items())
+        return self.retrieval.retrieve(self.extract, images, cam_ids, self.heads, self.feature_dims)
 
     def retrieval_feature(self, feats: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """The eval-mode feature: one of the six, or f_a = their concatenation (Sec. III-C).
-
-        As released (docs/PAPER.md, "BNNeck and retrieval"): the parts are concatenated as they are and
-        the result is L2-normalised as a whole (``feat_norm``). ``part_norm`` (not in the release) first normalises each part, so that
-        no part dominates by scale. Normalisation runs in float32 or wider (an fp16 sum of squares
-        of 5888 values overflows).
-        """
-        names = list(self.feature_dims) if self.test_feat == "all" else [self.test_feat]
-        parts = [self.heads[n](feats[n]).bn_feature if self.neck_feat == "after" else feats[n] for n in names]
-        if self.part_norm:
-            parts = [F.normalize(at_least_float32(p), dim=1) for p in parts]
-        out = torch.cat(parts, dim=1)
-        return F.normalize(at_least_float32(out), dim=1) if self.feat_norm else out
+        """The eval-mode feature of the features before the BNNeck ``feats`` (:meth:`extract`'s), without the
+        flip: one of the six, or f_a = their concatenation (Sec. III-C; :meth:`RetrievalPolicy.combine`)."""
+        return self.retrieval.combine(feats, self.heads, self.feature_dims)
 
     # ------------------------------------------------------------------------------------- weights
     @torch.jit.ignore

@@ -142,8 +142,10 @@ def test_cli_entry_stops_user_errors_and_lets_bugs_through():
 
 def test_model_construction_errors_are_config_errors():
     from model import FusionReID
+    from tests.helpers import tiny_cfg
 
     with pytest.raises(ConfigError, match="MODEL.FUSION.HTM_LAYERS"):
-        FusionReID(4, 2, cnn_name="resnet18", transformer_name="", htm_layers=1)
+        FusionReID.from_config(tiny_cfg("MODEL.TRANSFORMER.NAME", "''", "MODEL.FUSION.HTM_LAYERS", "1"), 4, 2)
     with pytest.raises(ConfigError, match="MODEL.CNN.LAST_STRIDE"):
-        FusionReID(4, 2, cnn_name="resnet18", last_stride=3, transformer_name="", htm_layers=0)
+        FusionReID.from_config(tiny_cfg("MODEL.TRANSFORMER.NAME", "''", "MODEL.FUSION.HTM_LAYERS", "0",
+                                        "MODEL.CNN.LAST_STRIDE", "3"), 4, 2)

@@ -2,9 +2,14 @@
 
 The registry is the only list of backbone names: ``configs/config.py`` reads the allowed values of
 ``MODEL.CNN.NAME`` / ``MODEL.TRANSFORMER.NAME`` from :func:`backbone_names`, and the tests parametrise
-over it. A factory takes keyword options and returns a :class:`~model.backbones.base.Backbone`;
-:func:`build_backbone` passes it the options its signature names, so each factory declares exactly
-what it uses (a ViT ignores the T2T-only options, T2T-ViT the patch stride).
+over it. A factory takes keyword options and returns a :class:`~model.backbones.base.Backbone`.
+
+The options of a kind are the fields of its options class (``model.spec.BACKBONE_OPTIONS``:
+``CNNOptions``, ``TransformerOptions``). Each factory names in its signature the ones it uses (a ViT
+not the T2T-only options, T2T-ViT not the patch stride); :func:`build_backbone` passes it those and
+leaves out the other options of its kind. A misspelt name is an error at either end: a factory
+parameter that is not an option of its kind is refused at registration (it would always keep its
+default), an option that is not one of its kind's at build time (it would be ignored).
 
 This module imports nothing heavy; the names appear once the backbone modules are imported
 (``import model.backbones``).
@@ -13,6 +18,8 @@ import inspect
 from typing import TYPE_CHECKING, Any, Callable, Dict, Tuple, TypeVar
 
 from utils.errors import ConfigError
+
+from ..spec import BACKBONE_OPTIONS
 
 if TYPE_CHECKING:
     from .base import Backbone
@@ -27,13 +34,37 @@ _BACKBONES: Dict[str, Dict[str, Callable[..., Any]]] = {kind: {} for kind in KIN
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def option_names(kind: str) -> Tuple[str, ...]:
+    """The options a backbone factory of ``kind`` may take (``model.spec.BACKBONE_OPTIONS``)."""
+    if kind not in KINDS:
+        raise ValueError(f"backbone kind must be one of {KINDS}, got {kind!r}")
+    return tuple(BACKBONE_OPTIONS[kind].config_keys())
+
+
+def factory_options(factory: Callable[..., Any], kind: str) -> Tuple[str, ...]:
+    """The options of ``kind`` that ``factory`` takes: those its signature names (all with ``**kwargs``)."""
+    params = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return option_names(kind)
+    return tuple(n for n in option_names(kind) if n in params)
+
+
 def register_backbone(name: str, kind: str) -> Callable[[F], F]:
     """Decorator: make the factory ``fn(**options) -> Backbone`` buildable as ``name`` of ``kind``
-    ('cnn' or 'transformer'). A name is registered once, across both kinds."""
+    ('cnn' or 'transformer'). A name is registered once, across both kinds; every named parameter of the
+    factory must be an option of ``kind`` (:func:`option_names`), else it could never be set."""
     if kind not in KINDS:
         raise ValueError(f"backbone kind must be one of {KINDS}, got {kind!r}")
 
     def add(fn: F) -> F:
+        params = inspect.signature(fn).parameters
+        strange = [p for p, v in params.items() if p not in option_names(kind) and v.kind not in (
+            inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)]
+        if strange:
+            raise ValueError(f"backbone {name!r} ({fn.__qualname__}): {', '.join(map(repr, strange))} "
+                             f"{'is' if len(strange) == 1 else 'are'} not {KIND_TITLES[kind]} option"
+                             f"{'' if len(strange) == 1 else 's'}; the {KIND_TITLES[kind]} options "
+                             f"(model.spec.{BACKBONE_OPTIONS[kind].__name__}): {', '.join(option_names(kind))}")
         for other, table in _BACKBONES.items():
             if name in table:
                 raise ValueError(f"backbone name {name!r} is registered twice ({other} {table[name].__qualname__} "
@@ -58,18 +89,12 @@ def backbone_kind(name: str) -> str:
     raise KeyError(name)
 
 
-def _accepted(factory: Callable[..., Any], options: Dict[str, Any]) -> Dict[str, Any]:
-    """The options that ``factory``'s signature names (all of them when it takes ``**kwargs``)."""
-    params = inspect.signature(factory).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return dict(options)
-    return {k: v for k, v in options.items() if k in params}
-
-
 def build_backbone(kind: str, name: str, **options: Any) -> "Backbone":
-    """The backbone ``name`` of ``kind`` built with the ``options`` its factory takes.
+    """The backbone ``name`` of ``kind`` built with the ``options`` its factory takes (the other options of
+    ``kind`` are left out; those not given keep the factory's defaults).
 
-    An unregistered name is a ``ConfigError`` naming the config key and listing the registered names.
+    An unregistered name is a ``ConfigError`` naming the config key and listing the registered names; an
+    option that is not one of ``kind``'s a ``ConfigError`` naming it, the backbone and the options it takes.
     """
     if kind not in KINDS:
         raise ValueError(f"backbone kind must be one of {KINDS}, got {kind!r}")
@@ -78,4 +103,12 @@ def build_backbone(kind: str, name: str, **options: Any) -> "Backbone":
         raise ConfigError(f"{CONFIG_KEYS[kind]}: {name!r} is not a registered {KIND_TITLES[kind]} backbone; "
                           f"registered: {', '.join(table) or '(none)'}")
     factory = table[name]
-    return factory(**_accepted(factory, options))
+    takes = factory_options(factory, kind)
+    unknown = [k for k in options if k not in option_names(kind)]
+    if unknown:
+        raise ConfigError(
+            f"{'unknown option' if len(unknown) == 1 else 'unknown options'} {', '.join(map(repr, unknown))} for "
+            f"the {KIND_TITLES[kind]} backbone {name!r} ({CONFIG_KEYS[kind]}); it takes {', '.join(takes) or '(none)'}"
+            f" (of the {KIND_TITLES[kind]} options, model.spec.{BACKBONE_OPTIONS[kind].__name__}: "
+            f"{', '.join(option_names(kind))})")
+    return factory(**{k: v for k, v in options.items() if k in takes})
