@@ -27,7 +27,7 @@ class ImageRecord(NamedTuple):
 
 
 SPLITS = ("train", "query", "gallery")
-# File endings read as images, here and by utils.feature_extractor.find_images (lower case).
+# File endings read as images, here and by processor.feature_extractor.find_images (lower case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 

@@ -4,7 +4,7 @@ Several test sets (``DATASETS.TEST_NAMES``, :class:`datasets.loader.TestSet`) ar
 other (:func:`evaluate_test_sets`); :func:`results_entry` makes the results.json entry of their metrics.
 Camera ids: the model's camera embedding has the rows of the training union, so a test set trained on
 gives the model ``camid + camera_offset``, and one not trained on gives every image the mean of the
-learned rows (:func:`model_camera_ids`, the mean camera of ``utils.feature_extractor.add_mean_camera``,
+learned rows (:func:`model_camera_ids`, the mean camera of ``processor.feature_extractor.add_mean_camera``,
 as for images without a camera in ``tools/extract_features.py``). The metrics always compare the
 dataset's own camids.
 """
@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
 from utils.distributed import all_gather_cat, broadcast_object, get_world_size, is_main_process
-from utils.feature_extractor import add_mean_camera
+from .feature_extractor import add_mean_camera
 from utils.misc import AmpSettings, autocast
 
 if TYPE_CHECKING:

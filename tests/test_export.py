@@ -11,7 +11,7 @@ from tests.helpers import TINY, tiny_cfg
 from tests.test_cli import run_script
 from tests.test_entry_points import assert_one_line_error
 from tools import export
-from utils.feature_extractor import FeatureExtractor
+from processor.feature_extractor import FeatureExtractor
 
 onnxruntime = pytest.importorskip("onnxruntime")
 
@@ -49,7 +49,7 @@ def run_export(fmt, out, overrides, *options):
 
 
 def extractor_features(overrides, weight, images, cams):
-    """What utils/feature_extractor.py gives for these preprocessed images and camera ids (-1: unknown)."""
+    """What processor/feature_extractor.py gives for these preprocessed images and camera ids (-1: unknown)."""
     extract = FeatureExtractor(tiny_cfg(*overrides[len(TINY):]), weight, device="cpu")
     return extract.features(images, extract.camera_ids(cams, len(images)))
 

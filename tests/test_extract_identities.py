@@ -12,7 +12,7 @@ from model import build_model
 from tests.helpers import TINY, tiny_cfg
 from tools import extract_features as tool
 from utils.errors import UsageError
-from utils.feature_extractor import FeatureExtractor
+from processor.feature_extractor import FeatureExtractor
 
 NUM_CLASSES, NUM_CAMS = 4, 3
 MARKET_QUERY = ["0002_c1s1_000451_03.jpg", "0005_c3s1_000002_00.jpg"]
@@ -139,7 +139,7 @@ def test_ranked_matches():
 @pytest.fixture
 def figure_data(monkeypatch):
     """What ``plot_ranked_list`` is called with (the figure itself is not drawn)."""
-    from utils import visualization
+    from processor import visualization
 
     calls = []
     monkeypatch.setattr(visualization, "plot_ranked_list",

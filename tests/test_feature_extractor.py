@@ -1,4 +1,4 @@
-"""utils/feature_extractor.py and tools/extract_features.py: the same features as the evaluation path."""
+"""processor/feature_extractor.py and tools/extract_features.py: the same features as the evaluation path."""
 import os
 
 import numpy as np
@@ -12,7 +12,7 @@ from model.backbones.weights import WeightsError
 from processor import extract_features as evaluation_features
 from tests.helpers import TINY, tiny_cfg
 from model.checkpointer import model_sizes, read_model_file
-from utils.feature_extractor import FeatureExtractor, find_images, folder_identities
+from processor.feature_extractor import FeatureExtractor, find_images, folder_identities
 from utils.misc import resolve_amp
 
 NUM_CLASSES, NUM_CAMS = 5, 3

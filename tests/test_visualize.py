@@ -1,4 +1,4 @@
-"""Grad-CAM, HTM attention weights and ranked lists on a tiny FusionReID (utils/visualization.py,
+"""Grad-CAM, HTM attention weights and ranked lists on a tiny FusionReID (processor/visualization.py,
 tools/visualize.py)."""
 import os
 
@@ -8,7 +8,7 @@ import torch
 
 from model import build_model
 from tests.helpers import tiny_cfg
-from utils import visualization as vis
+from processor import visualization as vis
 
 # ResNet18 (last stride 1) and ViT-Tiny stride 12 at 64x32: CNN grid 4x2, Transformer grid 5x2.
 CNN_GRID, TRANS_GRID = (4, 2), (5, 2)

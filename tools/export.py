@@ -5,7 +5,7 @@
     python tools/export.py --config_file F --format torchscript --out model.pt TEST.WEIGHT W
     python tools/export.py --config_file F TEST.WEIGHT W     # ONNX, written to OUTPUT_DIR/model.onnx
 
-The exported model is the eval-mode model of ``utils/feature_extractor.py`` (``FeatureExtractor``):
+The exported model is the eval-mode model of ``processor/feature_extractor.py`` (``FeatureExtractor``):
 
 * input ``images``: float32 [B, 3, H, W], H, W = INPUT.SIZE_TEST, already preprocessed by the test
   transform (resized, scaled to [0, 1], normalised with INPUT.PIXEL_MEAN / INPUT.PIXEL_STD); B is dynamic;
@@ -87,7 +87,7 @@ class ExportError(FusionReIDError, RuntimeError):
 class ExportedReID(nn.Module):
     """A FusionReID in eval mode behind a fixed signature: ``(images, camids) -> features``.
 
-    ``unknown_cam``: the id of the mean camera embedding that ``utils.feature_extractor.add_mean_camera``
+    ``unknown_cam``: the id of the mean camera embedding that ``processor.feature_extractor.add_mean_camera``
     appended (None for a model without a camera embedding: then ``forward`` takes the images only).
     Camera ids of -1 are mapped to it, so the exported graph treats unknown cameras as FeatureExtractor does.
 
@@ -143,7 +143,7 @@ def build_exported(cfg, num_cams: int, bake_colour: Optional[str] = None, l2_nor
     ``bake_colour``, ``l2_normalize``: see :class:`ExportedReID`."""
     from model import build_model
     from model.checkpointer import build_trained_model
-    from utils.feature_extractor import add_mean_camera
+    from processor.feature_extractor import add_mean_camera
     from utils.misc import set_seed
 
     if cfg.TEST.WEIGHT:

@@ -21,7 +21,7 @@ test/ or mask_test_v2/). The identity (pid) and camera of each image are read, w
 With identities on both sides the figure draws right matches green and wrong ones red (grey when
 unknown); pid -1 (Market junk) and 0 (distractors) are identities like any other here. Known cameras are
 given to the model, as in evaluation; unknown ones (or all, with --mean-camera) get the mean of the
-learned camera embeddings (see utils/feature_extractor.py). Camera ids beyond the checkpoint's cameras
+learned camera embeddings (see processor/feature_extractor.py). Camera ids beyond the checkpoint's cameras
 are an error (another dataset's cameras: use --mean-camera).
 
 The npz holds query_features, query_paths, gallery_features, gallery_paths, distances [Q, G] and
@@ -43,7 +43,7 @@ from datasets.market1501 import parse_market_name  # noqa: E402
 from datasets.msmt17 import parse_msmt_list, parse_msmt_name  # noqa: E402
 from utils.cli import ConfigArgumentParser  # noqa: E402
 from utils.errors import UsageError, cli_entry  # noqa: E402
-from utils.feature_extractor import extractor_from_args, find_images, folder_identities  # noqa: E402
+from processor.feature_extractor import extractor_from_args, find_images, folder_identities  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def label_arrays(prefix: str, image_set: ImageSet) -> Dict[str, np.ndarray]:
 
 def rank(extractor, args):
     """Query/gallery features, distances, ranking; the ranked-list figure; printed top-k."""
-    from utils import visualization as vis
+    from processor import visualization as vis
     from utils.distance import pairwise_distance
 
     cfg = extractor.cfg

@@ -14,7 +14,7 @@ Writes PNGs into --out:
   attention_heads_<i>.png  Fig. 8: the same per head for image i
   ranked_list.png       (--ranked, dataset queries only) top-k gallery images, green = same identity,
                         red = another, gallery images of the query's identity and camera left out
-What is computed is documented in utils/visualization.py.
+What is computed is documented in processor/visualization.py.
 """
 import argparse
 import logging
@@ -23,10 +23,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils import visualization as vis  # noqa: E402
+from processor import visualization as vis  # noqa: E402
 from utils.cli import ConfigArgumentParser  # noqa: E402
 from utils.errors import cli_entry  # noqa: E402
-from utils.feature_extractor import extractor_from_args, find_images  # noqa: E402
+from processor.feature_extractor import extractor_from_args, find_images  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ a child module, so that the table stays the backbone's own parameter: its state-
 among the embeddings by that name.
 
 For images of unknown cameras, :meth:`CameraEmbedding.add_mean_camera` appends the mean of the learned
-rows as one more camera (``utils/feature_extractor.py``, ``tools/extract_features.py``): the embedding
+rows as one more camera (``processor/feature_extractor.py``, ``tools/extract_features.py``): the embedding
 enters linearly, so the mean is the expectation over the training cameras, each equally likely.
 """
 from typing import Optional

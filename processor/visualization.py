@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import UsageError
+from utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
 

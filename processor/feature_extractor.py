@@ -1,7 +1,7 @@
 """Re-identification features of your own images with a trained FusionReID, no dataset needed.
 
     from configs import load_cfg
-    from utils.feature_extractor import FeatureExtractor
+    from processor.feature_extractor import FeatureExtractor
 
     cfg = load_cfg("configs/MSMT17/table2/method5_full.yml")
     extract = FeatureExtractor(cfg, "output/MSMT17/table2/method5_full/model_best.pth")
@@ -33,7 +33,7 @@ from PIL import Image
 
 from datasets.base import IMAGE_EXTENSIONS
 
-from .errors import UsageError
+from utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
