@@ -12,8 +12,10 @@ the two arguments are spelled, defaulted and documented once. This module import
 so light tools can use it.
 """
 import argparse
+import contextlib
+import copy
 import sys
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 CONFIG_HELP = "YAML config (see configs/)"
 OPTS_HELP = "config overrides, e.g. SOLVER.MAX_EPOCHS 10 OUTPUT_DIR ./output/run1"
@@ -30,7 +32,8 @@ class ConfigArgumentParser(argparse.ArgumentParser):
             and keeps only the overrides.
 
     ``parse_args`` also accepts the script's own options after the overrides (``train_net.py --config_file F
-    SOLVER.MAX_EPOCHS 1 --resume``): argparse's REMAINDER would put them into ``opts``; they are parsed as
+    SOLVER.MAX_EPOCHS 1 --resume``), required ones included (``tools/extract_features.py --config_file F
+    TEST.WEIGHT W --out f.npz``): argparse's REMAINDER would put them into ``opts``; they are parsed as
     options instead.
     """
 
@@ -44,22 +47,37 @@ class ConfigArgumentParser(argparse.ArgumentParser):
     def parse_args(self, args: Optional[Sequence[str]] = None,
                    namespace: Optional[argparse.Namespace] = None) -> argparse.Namespace:
         argv = list(sys.argv[1:] if args is None else args)
-        parsed = super().parse_args(argv, namespace)
-        return self._options_after_overrides(argv, parsed, namespace)
+        return self._parse_with_late_options(argv, namespace)
 
-    def _options_after_overrides(self, argv: List[str], parsed: argparse.Namespace,
-                                 namespace: Optional[argparse.Namespace]) -> argparse.Namespace:
-        """Parse again with the options found among the overrides moved in front of them.
+    def _parse_with_late_options(self, argv: List[str], namespace: Optional[argparse.Namespace]
+                                 ) -> argparse.Namespace:
+        """Parse ``argv`` with the options found among the overrides moved in front of them.
 
-        ``opts`` is the tail of ``argv`` (REMAINDER takes everything after the first KEY); the arguments
-        before it plus the late options are parsed as a whole, so required, repeated and mutually
-        exclusive options behave as if the late ones had come first.
+        A first pass, with no option required, finds ``opts``: the tail of ``argv`` (REMAINDER takes
+        everything after the first KEY), so a required option given only after the overrides is not
+        reported missing. The arguments before it plus the late options are then parsed as a whole, so
+        required, repeated and mutually exclusive options behave as if the late ones had come first.
         """
-        opts = list(parsed.opts)
+        with self._nothing_required():
+            first = super().parse_args(argv, copy.copy(namespace))
+        opts = list(first.opts)
         late = next((i for i, token in enumerate(opts) if token.startswith("--")), None)
-        if late is None or not opts or argv[len(argv) - len(opts):] != opts:
-            return parsed
+        if late is None or argv[len(argv) - len(opts):] != opts:
+            return super().parse_args(argv, namespace)
         head = argv[:len(argv) - len(opts)]
-        again = self.parse_args(head + opts[late:], namespace)
+        again = self._parse_with_late_options(head + opts[late:], namespace)
         again.opts = opts[:late] + list(again.opts)
         return again
+
+    @contextlib.contextmanager
+    def _nothing_required(self) -> Iterator[None]:
+        """Required options and required mutually exclusive groups made optional for the duration."""
+        required = [a for a in self._actions if a.required and a.option_strings]
+        groups = [g for g in self._mutually_exclusive_groups if g.required]
+        for item in required + groups:
+            item.required = False
+        try:
+            yield
+        finally:
+            for item in required + groups:
+                item.required = True
