@@ -1,4 +1,5 @@
 """One argument parser for every entry point: ``--config_file`` + ``KEY VALUE`` overrides (utils.cli)."""
+import ast
 import os
 import re
 import subprocess
@@ -77,6 +78,8 @@ def test_no_entry_point_declares_its_own_config_arguments():
     for script in scripts:
         with open(os.path.join(ROOT, script), encoding="utf-8") as f:
             source = f.read()
+        usage = ast.get_docstring(ast.parse(source), clean=False) or ""
+        source = source.replace(usage, "", 1)  # the usage text may show other scripts' command lines
         assert not own.search(source), script
         if "config_file" in source or "opts" in source:
             assert "ConfigArgumentParser" in source, script

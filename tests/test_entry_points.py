@@ -24,9 +24,10 @@ REQUIRED_ARGS = {
     "tools/visualize.py": lambda tmp: ["--images", str(tmp), "--out", str(tmp / "vis")],
     "tools/extract_features.py": lambda tmp: ["--images", str(tmp), "--out", str(tmp / "f.npz")],
     "tools/reproduce.py": lambda tmp: ["--table", "2", "--dry-run"],
+    "tools/mot_to_reid.py": lambda tmp: [str(tmp), "--out", str(tmp / "reid")],
 }
 # Scripts without KEY VALUE config overrides: argparse rejects the key itself (exit code 2).
-NO_CONFIG = {"benchmarks/bench_eval.py"}
+NO_CONFIG = {"benchmarks/bench_eval.py", "tools/mot_to_reid.py"}
 
 
 def assert_one_line_error(rc, stderr, script, *needles, code=1):

@@ -47,7 +47,7 @@ Imports everything once (the slow part), then for every JSON line on stdin forks
 a child that runs ``train_net.main`` with its output in the given log file. Replies on stdout:
 ``ready``, then per run ``pid N`` and ``exit N CODE`` (CODE -9: SIGKILLed). Hooks in the child
 only: ``pause`` "write:N" hangs half-way through writing checkpoint N, "pointer:N" after checkpoint N
-is complete but before last_checkpoint names it; ``ready`` is created once the trainer is built.
+is complete but before last_checkpoint names it; ``ready`` is created when training starts (a callback).
 """
 import io
 import json
@@ -101,18 +101,15 @@ def write_text(path, text):
     return real_write_text(path, text)
 
 
-from processor import build_trainer as real_build  # noqa: E402
+class Ready:
+    """Creates the ready file when training starts: the trainer is built and has resumed."""
 
-
-def build_trainer(cfg, device):
-    trainer = real_build(cfg, device)
-    open(HOOK["ready"], "w").close()
-    return trainer
+    def before_train(self, trainer):
+        open(HOOK["ready"], "w").close()
 
 
 torch.save = save
 checkpoint.atomic_write_text = write_text
-train_net.build_trainer = build_trainer  # the name train_net.main calls
 
 
 def child(job):
@@ -124,7 +121,7 @@ def child(job):
     code = 1
     try:
         sys.argv = ["train_net.py"] + job["args"]
-        train_net.main(job["args"])
+        train_net.main(job["args"], callbacks=[Ready()])
         code = 0
     except SystemExit as e:
         if isinstance(e.code, int):
