@@ -24,6 +24,7 @@ import yaml
 from yacs.config import CfgNode as CN
 
 from utils.errors import ConfigError  # defined with the other user errors; exported as configs.ConfigError
+from utils.metric_keys import METRIC_KEYS
 
 from .defaults import get_cfg_defaults
 
@@ -56,7 +57,7 @@ CHOICES = {
     "SOLVER.WEIGHT_DECAY_ON": ("all", "weights"),
     "SOLVER.OPTIMIZER_NAME": ("SGD", "AdamW"),
     "SOLVER.AMP": ("auto", "fp16", "bf16", "off"),
-    "SOLVER.BEST_METRIC": ("mAP", "rank1", "rank5", "rank10", "mINP"),  # processor.inference.METRIC_KEYS
+    "SOLVER.BEST_METRIC": METRIC_KEYS,
     "TEST.FEAT": ("all", "cnn", "transformer", "lru_cnn", "lru_transformer", "htm_cnn", "htm_transformer"),
     "TEST.NECK_FEAT": ("before", "after"),
     "TEST.METRIC": ("euclidean", "cosine"),

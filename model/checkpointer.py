@@ -13,7 +13,8 @@ training resume (``--resume``)      :meth:`Checkpointer.resume_state`: the newes
 ``TEST.WEIGHT`` (test_net)          :func:`load_model_weights` into a model built from the config
 ``MODEL.PRETRAIN_CHOICE self``      :func:`load_model_weights` with ``fine_tune``: the ID classifiers and a camera
                                     embedding of another size are re-made (``model.build.build_model``)
-feature extractor, tools            :func:`build_trained_model`: the model sized from the checkpoint's tensors
+feature extractor, tools            ``model.build.build_trained_model``: the model sized from the checkpoint's
+                                    tensors (:func:`read_model_file`, :func:`model_sizes`, :func:`load_model_state`)
 ==================================  ============================================================================
 
 A checkpoint knows its model: train_net.py stores the config, and loading into a model whose
@@ -22,7 +23,7 @@ dict (no stored config) loads when its tensor names and shapes fit.
 """
 import logging
 import os
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import yaml
@@ -95,9 +96,6 @@ def refuse_other_model(ckpt: Mapping[str, Any], cfg: Mapping[str, Any], model: t
 
 
 # ----------------------------------------------------------------------------- loading a trained model
-Source = Union[str, Mapping[str, Any]]
-
-
 def read_model_file(path: str, key: str) -> Tuple[Dict[str, torch.Tensor], Optional[str]]:
     """``(model state dict, stored config YAML or None)`` of a train_net.py checkpoint or a bare state dict at
     ``path`` (``module.`` prefixes stripped), read once. ``key`` names the option in errors."""
@@ -163,27 +161,6 @@ def load_model_weights(model: torch.nn.Module, cfg: Mapping[str, Any], path: str
     state, config = read_model_file(path, key)
     check_architecture(config, cfg, path, key)
     load_model_state(model, state, path, key, fine_tune=fine_tune)
-
-
-def build_trained_model(cfg, weight: str, key: str = "TEST.WEIGHT", device: Union[str, torch.device] = "cpu"
-                        ) -> torch.nn.Module:
-    """The model of ``cfg`` with the trained weights ``weight``, in eval mode on ``device``: the number of training
-    identities and cameras are read from the checkpoint's tensors (no dataset needed), ImageNet files are not read
-    (``MODEL.PRETRAIN_CHOICE`` is ignored), the architecture is checked as by :func:`load_model_weights`."""
-    from .build import build_model  # build_model loads MODEL.PRETRAIN_CHOICE self through this module
-
-    if not weight:
-        raise WeightsError(f"{key} is empty: pass a trained model, e.g. {key} output/<run>/model_best.pth")
-    state, config = read_model_file(weight, key)  # read once: sizes, architecture, then weights
-    check_architecture(config, cfg, weight, key)
-    num_classes, num_cams = model_sizes(state, weight, key)
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.MODEL.PRETRAIN_CHOICE = "none"
-    cfg.freeze()
-    model = build_model(cfg, num_classes, num_cams or 1)
-    load_model_state(model, state, weight, key)
-    return model.to(device).eval()
 
 
 # ----------------------------------------------------------------------------- a training run's files

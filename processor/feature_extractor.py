@@ -9,7 +9,7 @@
     feats = extract([pil_image, rgb_uint8_array], cam_ids=[0, 3])
 
 Weights: a train_net.py checkpoint (``{'model': state_dict, ...}``) or a bare state dict, loaded with
-``model.checkpointer.build_trained_model`` (everything must match the config's architecture). The number of training
+``model.build.build_trained_model`` (everything must match the config's architecture). The number of training
 identities and of cameras are read from the checkpoint's tensors (ID classifier weight rows,
 ``transformer.sie_embed`` rows), so no dataset is needed to build the model; ImageNet weights are not
 read (``MODEL.PRETRAIN_CHOICE`` is ignored).
@@ -110,7 +110,7 @@ class FeatureExtractor:
 
         self.cfg = cfg
         self.device = torch.device(device) if device is not None else resolve_device(cfg.MODEL.DEVICE)
-        from model.checkpointer import build_trained_model
+        from model.build import build_trained_model
 
         self.model = build_trained_model(cfg, weight or cfg.TEST.WEIGHT, WEIGHT_KEY, self.device)
         self.unknown_cam = add_mean_camera(self.model)

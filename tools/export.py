@@ -142,7 +142,7 @@ def build_exported(cfg, num_cams: int, bake_colour: Optional[str] = None, l2_nor
     """The model to export: FeatureExtractor's (TEST.WEIGHT, mean camera appended), or an untrained one;
     ``bake_colour``, ``l2_normalize``: see :class:`ExportedReID`."""
     from model import build_model
-    from model.checkpointer import build_trained_model
+    from model.build import build_trained_model
     from processor.feature_extractor import add_mean_camera
     from utils.misc import set_seed
 
