@@ -185,6 +185,24 @@ def test_hand_computed_case():
     assert result["impostor"]["max"] == 0.5 and result["genuine"]["min"] == 1.0
 
 
+def test_eer_tie_takes_the_smaller_threshold():
+    """Genuine 0.5, impostors 0.25 and 0.75: |FAR - FRR| is 1/2 at 0.25 (FAR 1/2, FRR 0) and at 0.5 (FAR 1/2,
+    FRR 1): the smaller threshold, EER 1/4."""
+    query = np.eye(5, dtype=np.float32)[:1]
+    gallery = np.array([[1, 0, 1, 1, 1], [1, 3, 2, 1, 1], [3, 2, 1, 1, 1]], np.float32)  # norms 2, 4, 4
+    scores = calibrate.pair_scores(query, gallery, [1], [1, 2, 3], [0], [1, 1, 1], fars=(0.5,), device="cpu")
+    assert calibrate.equal_error_rate(scores) == {"eer": 0.25, "threshold": 0.25, "far": 0.5, "frr": 0.0}
+
+
+def test_similarity_keys_sort_as_the_values():
+    values = np.array([-1.0, -0.5, -1e-30, -0.0, 0.0, 1e-30, 0.25, 0.5, 1.0, 1.0000001], np.float32)
+    keys = calibrate.similarity_keys(values)
+    assert (np.diff(keys.astype(np.int64)) > 0).sum() == len(values) - 2 and keys[3] == keys[4]  # -0.0 is 0.0
+    assert np.array_equal(calibrate.key_values(keys)[[0, 1, 2, 4, 5, 6, 7, 8, 9]], values[[0, 1, 2, 4, 5, 6, 7, 8, 9]])
+    shuffled = np.random.default_rng(0).normal(size=1000).astype(np.float32)
+    assert np.array_equal(calibrate.key_values(np.sort(calibrate.similarity_keys(shuffled))), np.sort(shuffled))
+
+
 def test_chunked_memory_stays_bounded():
     """Four times the queries (pairs) at the same chunk size: numpy's peak grows by far less than keeping the
     added pairs' similarities would take (4 bytes each)."""
@@ -304,12 +322,44 @@ def test_synthetic_dataset_csv_dataset_and_saved_features_agree(tiny_model):
         math.floor(0.1 * len(impostor))], abs=1e-6)
     # the CSV copy of the dataset (tools/make_csv.py): the same images, identities and cameras
     csv_dir = make_csv.main(["--config_file", TINY_CONFIG, "DATASETS.ROOT_DIR", data])
-    csv = calibrate.main(["--config_file", TINY_CONFIG, "--far", "1e-2", "DATASETS.NAMES", "csv",
-                          "DATASETS.CSV_DIR", csv_dir, "OUTPUT_DIR", str(root / "csv")] + common)
+    # (a test set among the training datasets: the model is given its cameras, as for the synthetic set)
+    csv = calibrate.main(["--config_file", TINY_CONFIG, "--far", "1e-2", "--dataset", "csv", "DATASETS.NAMES", "csv",
+                          "DATASETS.TEST_NAMES", "('synthetic', 'csv')", "DATASETS.CSV_DIR", csv_dir,
+                          "OUTPUT_DIR", str(root / "csv")] + common)
     assert csv["source"]["dataset"] == "csv" and _figures(csv) == _figures(synthetic)
     with pytest.raises(SystemExit, match=r"--dataset market1501 is not one of the test sets .*'synthetic'"):
         calibrate.main(["--config_file", TINY_CONFIG, "--dataset", "market1501", "OUTPUT_DIR", str(root / "x")]
                        + common)
+
+
+def test_write_to_an_export(tiny_model, tmp_path, capsys):
+    """The threshold for --far lands in a real export's metadata (tools/export.py, TorchScript); an unreachable
+    FAR is refused and leaves the file as it was; a file that is no export is refused before any work."""
+    from tools import export
+    from tracking.exported import read_metadata
+
+    weight, data, root = tiny_model
+    exported = str(tmp_path / "model.pt")
+    export.main(["--config_file", TINY_CONFIG, "--format", "torchscript", "--out", exported,
+                 "TEST.WEIGHT", weight, "DATASETS.ROOT_DIR", data])
+    assert read_metadata(exported)["recommended_threshold"] is None
+    common = ["DATASETS.ROOT_DIR", data, "TEST.WEIGHT", weight, "OUTPUT_DIR", str(tmp_path / "out")]
+    result = calibrate.main(["--config_file", TINY_CONFIG, "--far", "0.05", "--write-to", exported] + common)
+    assert result["recommended_threshold"] == result["requested_far"]["threshold"] is not None
+    assert read_metadata(exported)["recommended_threshold"] == result["recommended_threshold"]
+    assert f"written into {exported}" in capsys.readouterr().out
+    before = open(exported, "rb").read()
+    tiny_far = 0.5 / result["pairs"]["impostor"]
+    with pytest.raises(SystemExit, match=f"--write-to {exported}: no threshold for --far .*impostor pairs < 1/FAR.*"
+                                         f"left as it was"):
+        calibrate.main(["--config_file", TINY_CONFIG, "--far", repr(tiny_far), "--write-to", exported] + common)
+    assert open(exported, "rb").read() == before
+    not_export = tmp_path / "notes.txt"
+    not_export.write_text("not a model")
+    with pytest.raises(SystemExit, match=f"{not_export} is neither a TorchScript archive nor an ONNX model"):
+        calibrate.main(["--features", str(root / "f.npz"), "--write-to", str(not_export)])
+    with pytest.raises(SystemExit, match=f"--write-to {tmp_path / 'none.onnx'}: file not found"):
+        calibrate.main(["--features", str(root / "f.npz"), "--write-to", str(tmp_path / "none.onnx")])
 
 
 # ----------------------------------------------------------------------------- errors

@@ -11,8 +11,8 @@ set, TAR at FAR 1e-1 / 1e-2 / 1e-3, the equal error rate, and the threshold for 
 
 With a config the features are extracted as ``test_net.py`` extracts them (``make_dataloader``,
 ``processor.inference.evaluate_test_sets``: TEST.FEAT, TEST.NECK_FEAT, TEST.FLIP, the dataset's cameras) on the
-test set ``--dataset`` (default: the first of DATASETS.TEST_NAMES; e.g. ``DATASETS.TEST_NAMES "('csv',)"
-DATASETS.CSV_DIR D`` for a CSV dataset); its retrieval metrics are recorded too. Defaults: ``--out``
+test set ``--dataset`` (default: the first of DATASETS.TEST_NAMES; e.g. ``DATASETS.TEST_NAMES csv
+DATASETS.CSV_DIR D`` for your own CSV dataset); its retrieval metrics are recorded too. Defaults: ``--out``
 OUTPUT_DIR/calibration.json (with a config) or ``<F>_calibration.json`` beside the features; ``--figure`` the
 JSON's name with ``.png``.
 
@@ -45,16 +45,25 @@ EER: among the observed similarities t (every genuine and impostor value), the o
 |FAR(t) - FRR(t)| (compared exactly in integers; the smaller t on a tie); EER = (FAR + FRR) / 2 there, and
 FAR and FRR at it are reported (their gap says how finely the data resolve the crossing).
 
-How (exact, in bounded memory): the similarity matrix is made ``chunk_pairs`` pairs (whole query rows) at a
-time and read twice. Each float32 similarity maps to a 32-bit key that sorts as the value does. Pass 1
+How (exact, in bounded memory): the similarity matrix is made ``--chunk-pairs`` pairs (whole query rows) at
+a time and read twice. Each float32 similarity maps to a 32-bit key that sorts as the value does. Pass 1
 keeps every genuine similarity (sorted: the genuine side of the ROC is an exact sort) and counts the
-impostors per value of the key's upper 20 bits (a 2^20-bin histogram: exact impostor counts above any such
-boundary); pass 2 counts, in the few upper-bit bins holding a wanted impostor order statistic or the EER
-crossing, the impostors per lower 12 bits, which makes those exact: every figure equals that of a full sort
-of all pairs. Memory, besides the features: about 26 bytes per pair of a chunk (default 2^24 pairs: ~450 MB,
-less with ``--chunk-pairs``), 8 MB per histogram (the coarse one and ~6 fine ones of 32 KB), and 4 bytes per
-genuine pair (MSMT17's 11,659 x 82,161 query/gallery pairs hold under a million genuine ones). Keeping all
-pairs instead would take 3.8 GB on MSMT17.
+impostors per value of the key's upper 18 bits (a 2^18-bin histogram: exact impostor counts above any of its
+boundaries); pass 2 counts, in the few upper-bit bins holding a wanted impostor order statistic or the EER
+crossing, the impostors per lower 14 bits, which makes those exact: every figure equals that of a full sort
+of all pairs (tests/test_calibrate.py checks them against a brute-force sweep). Memory bound, besides the
+features: about 25 bytes per pair of a chunk (the default 2^22 pairs: ~100 MB), a few copies of the 2 MB
+histogram, and 4 bytes per genuine pair (each query's true matches: MSMT17's 11,659 queries have well under a
+million), whatever the number of impostor pairs. Keeping every pair instead would take 3.8 GB (at 4 bytes a
+pair) on MSMT17's 11,659 x 82,161 pairs. Time: two matrix products of the query and gallery features, as
+evaluation makes one, plus a few numpy passes over each chunk.
+
+``--write-to EXPORT_FILE``: the threshold for ``--far`` becomes ``recommended_threshold`` in the metadata of an
+ONNX / TorchScript file of ``tools/export.py`` (its ``write_threshold``); the file is checked before any work,
+an unreachable FAR is refused (the file is left as it was), and with a config a warning says when the export
+was made from another checkpoint than TEST.WEIGHT. The export should give the calibrated feature (the same
+TEST.FEAT / NECK_FEAT / FLIP); the tracker compares the cosine similarity of its features (L2-normalise them
+if the export does not) with ``>``.
 
 Outputs: the JSON (figures, pair counts and rules, distribution summaries, the source) and a PNG (both
 distributions' histograms, each normalised to density, with the thresholds; the ROC, TAR against FAR on a log
@@ -553,8 +562,11 @@ def parse_args(argv=None):
                         help=f"the FAR of the recommended threshold, in (0, 1) (default {DEFAULT_FAR:g})")
     parser.add_argument("--out", metavar="FILE.json", help="the JSON (default: see above)")
     parser.add_argument("--figure", metavar="FILE.png", help="the PNG (default: the JSON's name with .png)")
+    parser.add_argument("--write-to", metavar="EXPORT_FILE",
+                        help="an ONNX / TorchScript file of tools/export.py: the threshold for --far becomes its "
+                             "metadata's recommended_threshold (tools.export.write_threshold)")
     parser.add_argument("--chunk-pairs", type=int, default=CHUNK_PAIRS, metavar="N",
-                        help=f"similarities made at a time (memory: ~26 bytes each; default {CHUNK_PAIRS})")
+                        help=f"similarities made at a time (memory: ~25 bytes each; default {CHUNK_PAIRS})")
     return parser.parse_args(argv)
 
 
@@ -574,6 +586,13 @@ def main(argv=None) -> Dict[str, Any]:
     far = requested_far(args.far)
     if args.chunk_pairs < 1:
         raise UsageError(f"--chunk-pairs {args.chunk_pairs}: expected a positive number of pairs")
+    export_metadata = None
+    if args.write_to:  # before the features are made: an export that cannot take the threshold fails first
+        from tracking.exported import read_metadata
+
+        if not os.path.isfile(args.write_to):
+            raise FileNotFoundError(f"--write-to {args.write_to}: file not found")
+        export_metadata = read_metadata(args.write_to)
     if args.features:
         if args.config_file or args.opts or args.dataset:
             raise UsageError("--features reads saved features: --config_file, --dataset and KEY VALUE overrides "
@@ -601,7 +620,32 @@ def main(argv=None) -> Dict[str, Any]:
         f.write("\n")
     print(report(result))
     print(f"written: {out}, {figure}")
+    if args.write_to:
+        write_to_export(args.write_to, export_metadata, result)
     return result
+
+
+def write_to_export(path: str, metadata: Dict[str, Any], result: Dict[str, Any]) -> None:
+    """The recommended threshold into the export's metadata (``recommended_threshold``); refused when the
+    requested FAR is unreachable. A warning when the export was made from another checkpoint than the one
+    calibrated (model mode: SHA-256 of TEST.WEIGHT against the export's provenance)."""
+    from tools.export import write_threshold
+
+    requested = result["requested_far"]
+    if requested["threshold"] is None:
+        raise UsageError(f"--write-to {path}: no threshold for --far {far_label(requested['far'])} "
+                         f"({requested['unreachable']}); the file is left as it was")
+    weight = result["source"].get("weight")
+    exported_from = ((metadata.get("provenance") or {}).get("checkpoint") or {}).get("sha256")
+    if weight and exported_from:
+        from utils.protocol import sha256_file
+
+        if sha256_file(weight) != exported_from:
+            logger.warning("--write-to %s was exported from another checkpoint (SHA-256 %s) than TEST.WEIGHT %s",
+                           path, exported_from, weight)
+    write_threshold(path, requested["threshold"])
+    print(f"recommended_threshold {requested['threshold']!r} (FAR {far_label(requested['far'])}, "
+          f"{DECISION_RULE}) written into {path}")
 
 
 def report(result: Dict[str, Any]) -> str:
