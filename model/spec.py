@@ -124,7 +124,8 @@ class ModelSpec(ConfigSpec):
     freeze_gradient_free: bool = config_field("SOLVER.FREEZE_GRADIENT_FREE", "freeze the gradient-free parameters")
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], num_classes: int, num_cams: int) -> "ModelSpec":  # type: ignore[override]
+    def from_config(cls, cfg: Mapping[str, Any],  # type: ignore[override]
+                    num_classes: int, num_cams: int) -> "ModelSpec":
         """The architecture of ``cfg`` for ``num_classes`` identities seen by ``num_cams`` cameras."""
         cnn, trans = (config_value(cfg, k) for k in ("MODEL.CNN.NAME", "MODEL.TRANSFORMER.NAME"))
         sie = config_value(cfg, "MODEL.TRANSFORMER.SIE_CAMERA")

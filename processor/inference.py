@@ -140,13 +140,18 @@ def run_evaluation(cfg: CfgNode, model: torch.nn.Module, val_loader: DataLoader,
     """Extract features (sharded under DDP) and compute the metrics on the main process.
 
     ``camera_offset``: see :func:`model_camera_ids` (0: the loader's camids are the model's; None: the
-    mean camera). Every rank must call this; every rank gets the same metrics dict back.
+    mean camera). Every rank must call this; every rank gets the same metrics dict back, or the same
+    ``utils.metrics.NoMatchError`` when no query has a match in the gallery.
     Returns:
         (metrics dict, (feats, pids, camids)), camids as in the loader.
     """
+    from utils.metrics import require_matches  # imported late: another package's module
+
     start = time.perf_counter()
     with model_camera_ids(model, camera_offset) as camera_of:
         feats, pids, camids = extract_features(model, val_loader, device, amp, desc="eval", camera_of=camera_of)
+    # on every rank (each has all the ids): rank 0 alone refusing would leave the others in the broadcast
+    require_matches(pids[:num_query], pids[num_query:], camids[:num_query], camids[num_query:])
     metrics = compute_metrics(cfg, feats, pids, camids, num_query, device) if is_main_process() else None
     metrics = broadcast_object(metrics)
     logger.debug("evaluation of %d images took %.1fs", feats.shape[0], time.perf_counter() - start)
@@ -157,9 +162,14 @@ def evaluate_test_sets(cfg: CfgNode, model: torch.nn.Module, test_sets: Sequence
                        amp: AmpSettings) -> Iterator[Tuple["TestSet", Dict[str, float], Features]]:
     """``(test set, metrics, (feats, pids, camids))`` of each test set in turn (:func:`run_evaluation`; every
     rank must run the whole iteration). One set's features are dropped when the next one starts."""
+    from utils.metrics import NoMatchError
+
     for test_set in test_sets:
-        metrics, features = run_evaluation(cfg, model, test_set.loader, test_set.num_query, device, amp,
-                                           test_set.camera_offset)
+        try:
+            metrics, features = run_evaluation(cfg, model, test_set.loader, test_set.num_query, device, amp,
+                                               test_set.camera_offset)
+        except NoMatchError as e:  # say which test set
+            raise NoMatchError(f"test set {test_set.name!r} (DATASETS.TEST_NAMES): {e}") from None
         yield test_set, metrics, features
 
 

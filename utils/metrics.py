@@ -5,7 +5,8 @@ Protocol (shared by every entry point here):
 * the gallery is ranked by distance, ascending; equal distances are ordered by gallery index
   (a stable sort);
 * for each query, gallery items with the query's identity *and* camera are dropped ("junk");
-* queries without any remaining same-identity item are skipped (a ``ValueError`` when none is left);
+* queries without any remaining same-identity item are skipped (a :class:`NoMatchError` when none is left:
+  a gallery that shares no identity with its query, or only under the query's own camera);
 * CMC@k: fraction of queries whose first match is within the top k of the kept list;
 * AP: non-interpolated average precision, mean over the matches of (matches so far / rank);
 * INP (AGW paper): ``num_matches / rank_of_the_last_match``; mINP is its mean.
@@ -28,9 +29,46 @@ import numpy as np
 import torch
 
 from utils.distance import ArrayLike, GalleryDistance, default_device, to_tensor
+from utils.errors import UsageError
 from utils.reranking import re_ranking_chunks
 
 logger = logging.getLogger(__name__)
+
+
+class NoMatchError(UsageError):
+    """No query has a true match in its gallery (the same identity seen by another camera), so CMC, mAP and
+    mINP are undefined; the message counts the queries whose identity is not in the gallery at all and
+    those whose identity is there only under the query's own camera."""
+
+
+def matchable_queries(q_pids: torch.Tensor, g_pids: torch.Tensor, q_camids: torch.Tensor,
+                      g_camids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per query: ``(identity in the gallery, a true match in the gallery)``, boolean [Nq] each; a true match
+    is a gallery item of the query's identity seen by another camera (what the protocol ranks)."""
+    if len(g_pids) == 0:
+        none = torch.zeros_like(q_pids, dtype=torch.bool)
+        return none, none
+    pairs = torch.unique(torch.stack([g_pids, g_camids], dim=1), dim=0)  # sorted by (pid, camid)
+    pids, num_cams = torch.unique_consecutive(pairs[:, 0], return_counts=True)
+    first_cam = pairs[torch.cumsum(num_cams, 0) - num_cams, 1]
+    at = torch.searchsorted(pids, q_pids).clamp_(max=len(pids) - 1)
+    present = pids[at] == q_pids
+    return present, present & ((num_cams[at] > 1) | (first_cam[at] != q_camids))
+
+
+def require_matches(q_pids: torch.Tensor, g_pids: torch.Tensor, q_camids: torch.Tensor,
+                    g_camids: torch.Tensor) -> None:
+    """A :class:`NoMatchError` when no query has a true match in the gallery (:func:`matchable_queries`)."""
+    present, matchable = matchable_queries(q_pids, g_pids, q_camids, g_camids)
+    if bool(matchable.any()):
+        return
+    common = len(np.intersect1d(q_pids.cpu().numpy(), g_pids.cpu().numpy()))
+    absent = int((~present).sum())
+    raise NoMatchError(
+        f"no query has a matching gallery item: the evaluator (CMC/mAP/mINP, Market-1501 protocol) needs at least "
+        f"one query whose identity is in the gallery seen by another camera; of the {len(q_pids)} queries, "
+        f"{absent} have an identity that is not in the gallery ({len(g_pids)} items; {common} identities in "
+        f"common with the queries) and {len(q_pids) - absent} have it there only under their own camera")
 
 
 # ----------------------------------------------------------------------------- per-chunk metrics
@@ -150,9 +188,7 @@ class _Accumulator:
         self.first_hist += torch.bincount(first.cpu(), minlength=self.max_rank + 1).to(torch.float64)
 
     def result(self) -> Dict[str, object]:
-        if self.num_valid == 0:
-            raise ValueError("no query has a matching gallery item under the protocol "
-                             "(same identity seen by another camera); cannot evaluate")
+        """The metrics; at least one query must have been valid (:func:`require_matches`)."""
         skipped = self.num_queries - self.num_valid
         if skipped:
             logger.info("%d of %d queries have no valid match and are skipped",
@@ -171,9 +207,11 @@ def _prepare_ids(q_pids, g_pids, q_camids, g_camids, device):
 
 def _rank_chunks(dist_chunks: Iterator[Tuple[slice, torch.Tensor]], q_pids, g_pids, q_camids,
                  g_camids, max_rank: int, num_gallery: int) -> Dict[str, object]:
-    """Metrics from an iterator of (query slice, distance rows) pairs."""
+    """Metrics from an iterator of (query slice, distance rows) pairs (computed lazily: a gallery without a
+    match for any query is refused before any distance, :func:`require_matches`)."""
     if num_gallery == 0:
         raise ValueError("the gallery is empty")
+    require_matches(q_pids, g_pids, q_camids, g_camids)
     acc = _Accumulator(min(int(max_rank), num_gallery))
     gallery = _Gallery(g_pids, g_camids)
     for rows, dist in dist_chunks:
@@ -189,7 +227,7 @@ def eval_rank(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_camids
     """CMC, mAP and mINP from a full query x gallery distance matrix (numpy or torch).
 
     Returns ``{'cmc': np.ndarray[min(max_rank, num_gallery)], 'mAP': float, 'mINP': float}``,
-    all fractions. Raises ``ValueError`` when no query has a valid match.
+    all fractions. Raises :class:`NoMatchError` (a ``ValueError``) when no query has a valid match.
     """
     device = default_device(distmat) if isinstance(distmat, torch.Tensor) else torch.device("cpu")
     dist = to_tensor(distmat, device)
