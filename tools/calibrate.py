@@ -52,10 +52,11 @@ impostors per value of the key's upper 18 bits (a 2^18-bin histogram: exact impo
 boundaries); pass 2 counts, in the few upper-bit bins holding a wanted impostor order statistic or the EER
 crossing, the impostors per lower 14 bits, which makes those exact: every figure equals that of a full sort
 of all pairs (tests/test_calibrate.py checks them against a brute-force sweep). Memory bound, besides the
-features: about 25 bytes per pair of a chunk (the default 2^22 pairs: ~100 MB), a few copies of the 2 MB
-histogram, and 4 bytes per genuine pair (each query's true matches: MSMT17's 11,659 queries have well under a
-million), whatever the number of impostor pairs. Keeping every pair instead would take 3.8 GB (at 4 bytes a
-pair) on MSMT17's 11,659 x 82,161 pairs. Time: two matrix products of the query and gallery features, as
+features and their L2-normalised copy: about 30 bytes per pair of a chunk (the default 2^22 pairs: ~120 MB;
+measured: 101 MB numpy peak + the 16 MB float32 chunk), a few copies of the 2 MB histogram, and 4 bytes per
+genuine pair (each query's true matches: MSMT17's 11,659 queries have well under a million), whatever the
+number of impostor pairs. Keeping every pair instead would take 3.8 GB (4 bytes a pair) on MSMT17's
+11,659 x 82,161 pairs. Time: two matrix products of the query and gallery features, as
 evaluation makes one, plus a few numpy passes over each chunk.
 
 ``--write-to EXPORT_FILE``: the threshold for ``--far`` becomes ``recommended_threshold`` in the metadata of an
@@ -566,7 +567,7 @@ def parse_args(argv=None):
                         help="an ONNX / TorchScript file of tools/export.py: the threshold for --far becomes its "
                              "metadata's recommended_threshold (tools.export.write_threshold)")
     parser.add_argument("--chunk-pairs", type=int, default=CHUNK_PAIRS, metavar="N",
-                        help=f"similarities made at a time (memory: ~25 bytes each; default {CHUNK_PAIRS})")
+                        help=f"similarities made at a time (memory: ~30 bytes each; default {CHUNK_PAIRS})")
     return parser.parse_args(argv)
 
 
