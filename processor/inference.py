@@ -19,8 +19,10 @@ from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
 from utils.distributed import all_gather_cat, broadcast_object, get_world_size, is_main_process
-from .feature_extractor import add_mean_camera
+from utils.metric_keys import METRIC_KEYS, METRIC_LABELS
 from utils.misc import AmpSettings, autocast
+
+from .feature_extractor import add_mean_camera
 
 if TYPE_CHECKING:
     from datasets.loader import TestSet
@@ -28,9 +30,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Features = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (features [N, d], pids [N], camids [N])
-
-# Keys of a metrics dict, in the order they are logged.
-METRIC_KEYS = ("mAP", "rank1", "rank5", "rank10", "mINP")
 
 
 @torch.no_grad()
@@ -183,5 +182,4 @@ def results_entry(per_dataset: Mapping[str, Mapping[str, float]], **extra: Any) 
 
 def format_metrics(metrics: Mapping[str, float]) -> str:
     """One line: ``mAP 85.3% | Rank-1 90.1% | Rank-5 ... | mINP ...``."""
-    names = {"mAP": "mAP", "rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "mINP": "mINP"}
-    return " | ".join(f"{names[k]} {100 * metrics[k]:.1f}%" for k in METRIC_KEYS)
+    return " | ".join(f"{METRIC_LABELS[k]} {100 * metrics[k]:.1f}%" for k in METRIC_KEYS)
