@@ -1,65 +1,17 @@
-"""Building FusionReID from the config, and loading a trained checkpoint into it (checked against the config the
-checkpoint was trained with)."""
+"""Building FusionReID from the config (a ReID checkpoint for ``MODEL.PRETRAIN_CHOICE self`` is loaded through
+``model.checkpointer``)."""
 import logging
-from typing import Any, List, Mapping
+from typing import Union
 
-import yaml
+import torch
 from yacs.config import CfgNode
 
-from .backbones.weights import WeightsError, read_weight_file, strip_prefix, unwrap_state_dict
+from .backbones.weights import WeightsError
+from .checkpointer import (check_architecture, load_model_state, load_model_weights, model_sizes,
+                           read_model_file)
 from .fusion_reid import FusionReID
 
 logger = logging.getLogger(__name__)
-
-# The config keys that decide what a checkpoint's tensors mean. Two configs that differ here can have the same
-# tensor names and shapes (e.g. MODEL.FUSION.HTM_ORDER seu_mfu / mfu_seu) and still compute other functions.
-ARCHITECTURE_KEYS = (
-    "MODEL.CNN.NAME", "MODEL.CNN.LAST_STRIDE", "MODEL.CNN.POOLING",
-    "MODEL.TRANSFORMER.NAME", "MODEL.TRANSFORMER.STRIDE_SIZE", "MODEL.TRANSFORMER.SIE_CAMERA",
-    "MODEL.TRANSFORMER.SIE_COE", "MODEL.TRANSFORMER.T2T_ATTN_SCALE", "MODEL.TRANSFORMER.T2T_POS_EMBED",
-    "MODEL.FUSION.DIM", "MODEL.FUSION.LRU", "MODEL.FUSION.HTM_LAYERS", "MODEL.FUSION.HTM_ORDER",
-    "MODEL.FUSION.SHARE_SEU", "MODEL.FUSION.SHARE_MFU", "MODEL.FUSION.NUM_HEADS", "MODEL.FUSION.MLP_RATIO",
-    "MODEL.FUSION.POOLING", "INPUT.SIZE_TRAIN",
-)
-
-
-def _plain(value: Any) -> Any:
-    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
-
-
-def architecture_differences(stored_config: str, cfg: Mapping[str, Any]) -> List[str]:
-    """``'KEY: <checkpoint's value> in the checkpoint, <ours> here'`` for every :data:`ARCHITECTURE_KEYS` entry that
-    differs between a checkpoint's stored config (the YAML text train_net.py saves) and ``cfg``. Keys the stored
-    config does not have (older checkpoints) are not compared."""
-    stored = yaml.safe_load(stored_config) or {}
-    diffs = []
-    for key in ARCHITECTURE_KEYS:
-        theirs, ours, found = stored, cfg, True
-        for part in key.split("."):
-            if not isinstance(theirs, dict) or part not in theirs:
-                found = False
-                break
-            theirs, ours = theirs[part], ours[part]
-        if found and _plain(theirs) != _plain(ours):
-            diffs.append(f"{key}: {_plain(theirs)!r} in the checkpoint, {_plain(ours)!r} here")
-    return diffs
-
-
-def load_trained_weights(model: FusionReID, cfg: CfgNode, path: str, key: str, fine_tune: bool = False) -> None:
-    """A train_net.py checkpoint (or a bare state dict) at ``path`` into ``model``, read once.
-
-    A checkpoint that stores its config must have been trained with ``cfg``'s architecture: otherwise a
-    ``WeightsError`` names ``key`` and every differing key with both values. A bare state dict loads as before
-    (its tensors' names and shapes are checked by ``FusionReID.load_trained_state``).
-    """
-    raw = read_weight_file(path, key)
-    if isinstance(raw, dict) and isinstance(raw.get("config"), str):
-        diffs = architecture_differences(raw["config"], cfg)
-        if diffs:
-            raise WeightsError(f"{key}: {path} was trained with another architecture ({'; '.join(diffs)}); set "
-                               f"these keys as the checkpoint has them")
-    state = strip_prefix(unwrap_state_dict(raw, path, key, containers=("model", "state_dict")))
-    model.load_trained_state(state, path, key, fine_tune=fine_tune)
 
 
 def build_model(cfg: CfgNode, num_classes: int, num_cams: int) -> FusionReID:
@@ -80,7 +32,7 @@ def build_model(cfg: CfgNode, num_classes: int, num_cams: int) -> FusionReID:
                 logger.warning("%s is empty: the %s starts from random weights (PRETRAIN_CHOICE 'imagenet')",
                                key, branch.name)
     elif choice == "self":
-        load_trained_weights(model, cfg, cfg.MODEL.PRETRAIN_PATH, "MODEL.PRETRAIN_PATH", fine_tune=True)
+        load_model_weights(model, cfg, cfg.MODEL.PRETRAIN_PATH, "MODEL.PRETRAIN_PATH", fine_tune=True)
     if cfg.MODEL.GRAD_CHECKPOINT:
         model.set_grad_checkpointing(True)
     if cfg.MODEL.CHANNELS_LAST:
@@ -89,3 +41,23 @@ def build_model(cfg: CfgNode, num_classes: int, num_cams: int) -> FusionReID:
                 ", ".join(f"{n} ({d})" for n, d in model.feature_dims.items()), cfg.TEST.FEAT, model.test_dim,
                 ", mean of the image and its mirror (TEST.FLIP)" if cfg.TEST.FLIP else "")
     return model
+
+
+def build_trained_model(cfg, weight: str, key: str = "TEST.WEIGHT", device: Union[str, torch.device] = "cpu"
+                        ) -> torch.nn.Module:
+    """The model of ``cfg`` with the trained weights ``weight``, in eval mode on ``device``: the number of training
+    identities and cameras are read from the checkpoint's tensors (no dataset needed), ImageNet files are not read
+    (``MODEL.PRETRAIN_CHOICE`` is ignored), the architecture is checked as by
+    ``model.checkpointer.load_model_weights``."""
+    if not weight:
+        raise WeightsError(f"{key} is empty: pass a trained model, e.g. {key} output/<run>/model_best.pth")
+    state, config = read_model_file(weight, key)  # read once: sizes, architecture, then weights
+    check_architecture(config, cfg, weight, key)
+    num_classes, num_cams = model_sizes(state, weight, key)
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.PRETRAIN_CHOICE = "none"
+    cfg.freeze()
+    model = build_model(cfg, num_classes, num_cams or 1)
+    load_model_state(model, state, weight, key)
+    return model.to(device).eval()

@@ -11,7 +11,6 @@ from yacs.config import CfgNode
 from utils.errors import ConfigError
 
 from .backbones import Backbone, BackboneOutput, build_backbone
-from .backbones.weights import load_checked, read_state_dict, strip_prefix
 from .checkpointing import checkpoint, checkpointing_active
 from .fusion import HeterogenousTransmissionModule, LocalRefinementUnit, init_fusion_weights
 from .heads import BNNeckHead, FeatureOutput
@@ -223,39 +222,3 @@ class FusionReID(nn.Module):
         class and camera embeddings of the Transformer; none of the CNN."""
         return {f"{branch}.{n}" for branch, backbone in self.backbones().items() for n in backbone.no_weight_decay()
                 if getattr(backbone, n, None) is not None}
-
-    def load_param(self, path: str, key: str = "MODEL.PRETRAIN_PATH", fine_tune: bool = False) -> None:
-        """A whole FusionReID checkpoint file (train_net's, or a bare state dict; ``module.`` stripped)."""
-        self.load_trained_state(read_checkpoint_state(path, key), path, key, fine_tune=fine_tune)
-
-    def load_trained_state(self, state: Mapping[str, torch.Tensor], path: str,
-                           key: str = "MODEL.PRETRAIN_PATH", fine_tune: bool = False) -> None:
-        """Load a FusionReID state dict read from ``path``.
-
-        ID classifiers of another shape (another dataset) keep this model's fresh initialisation. With
-        ``fine_tune`` (``MODEL.PRETRAIN_CHOICE self``: a ReID checkpoint trained on another dataset) so does a
-        camera embedding of another number of cameras; without it (evaluating ``TEST.WEIGHT``) that is an error,
-        as the features would depend on untrained camera rows. One log line says what was loaded and what was
-        re-made; everything else must match exactly (a ``WeightsError`` naming ``key`` otherwise).
-        """
-        own = self.state_dict()
-        state = dict(state)
-        dataset_layers = [k for k in state if k in own and state[k].shape != own[k].shape and (
-            (k.startswith("heads.") and k.endswith("classifier.weight")) or (fine_tune and k.endswith("sie_embed")))]
-        remade = {}
-        for k in dataset_layers:
-            old, new = state.pop(k).shape[0], own[k].shape[0]
-            what = "camera embedding" if k.endswith("sie_embed") else "ID classifiers"
-            unit = "cameras" if k.endswith("sie_embed") else "identities"
-            remade[what] = f"{what} ({old} -> {new} {unit})"
-        load_checked(self, state, key, path, "a checkpoint of this architecture", ignore_missing=dataset_layers)
-        if remade:  # expected when fine-tuning; worth a warning when evaluating a checkpoint of another dataset
-            logger.log(logging.INFO if fine_tune else logging.WARNING, "%s: loaded %d tensors of %s; re-made for "
-                       "this dataset: %s", key, len(state), path, ", ".join(remade.values()))
-        else:
-            logger.info("loaded FusionReID weights from %s", path)
-
-
-def read_checkpoint_state(path: str, key: str) -> Dict[str, torch.Tensor]:
-    """The model state dict of a FusionReID checkpoint file (``module.`` prefixes stripped)."""
-    return strip_prefix(read_state_dict(path, key, containers=("model", "state_dict")))
