@@ -21,31 +21,18 @@ seen = {{}}
 
 
 def register():
-    import torch.nn as nn
     from datasets import register_dataset
     from datasets.synthetic import SyntheticReID
-    from model.backbones import Backbone, BackboneOutput, register_backbone
+    from model.backbones import register_backbone
+    from tests.toy_backbones import ToyCNN
 
     @register_dataset("my_people")
     class MyPeople(SyntheticReID):
         """The generated people, under another name."""
 
-    class MyCNN(Backbone):
-        def __init__(self, img_size):
-            super().__init__()
-            self.name, self.out_dim, self.img_size = "my_cnn", 24, tuple(img_size)
-            self.conv = nn.Conv2d(3, 24, kernel_size=8, stride=8)
-
-        @property
-        def grid_size(self):
-            return (self.img_size[0] // 8, self.img_size[1] // 8)
-
-        def forward(self, x, cam_ids=None):
-            return BackboneOutput(None, self.conv(x).relu())
-
     @register_backbone("my_cnn", "cnn")
     def my_cnn(img_size=(256, 128)):
-        return MyCNN(img_size)
+        return ToyCNN(img_size, name="my_cnn")
 
 
 if ORDER == "register_first":
@@ -75,4 +62,4 @@ def test_user_registered_dataset_and_backbone_work_in_either_order(tmp_path, ord
     assert out.returncode == 0, out.stderr[-3000:]
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen == {"loaded_before_datasets_and_torch": order == "load_first", "names": ["my_people"],
-                    "classes": 4, "cnn": "MyCNN"}
+                    "classes": 4, "cnn": "ToyCNN"}

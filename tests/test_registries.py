@@ -16,6 +16,7 @@ from model.backbones import (Backbone, BackboneOutput, CameraEmbedding, backbone
                              build_backbone, build_cnn, build_transformer, register_backbone, split_tokens)
 from model.backbones import registry as backbone_registry
 from tests.helpers import tiny_cfg
+from tests.toy_backbones import ToyCNN
 
 CNNS = backbone_names("cnn")
 TRANSFORMERS = backbone_names("transformer")
@@ -223,22 +224,6 @@ def test_the_builders_refuse_unregistered_names_naming_the_key():
         build_model(tiny_cfg("MODEL.TRANSFORMER.NAME", "vit_huge"), 5, NUM_CAMS)
 
 
-class _ToyCNN(Backbone):
-    """A strided convolution: a [B, 24, H/8, W/8] map, no class token."""
-
-    def __init__(self, img_size):
-        super().__init__()
-        self.name, self.out_dim, self.img_size = "toy_cnn", 24, tuple(img_size)
-        self.conv = nn.Conv2d(3, 24, kernel_size=8, stride=8)
-
-    @property
-    def grid_size(self):
-        return (self.img_size[0] // 8, self.img_size[1] // 8)
-
-    def forward(self, x, cam_ids=None):
-        return BackboneOutput(None, self.conv(x).relu())
-
-
 def test_a_backbone_registered_in_one_place_builds_the_whole_model(monkeypatch):
     monkeypatch.setattr(backbone_registry, "_BACKBONES", {k: dict(v) for k, v in backbone_registry._BACKBONES.items()})
     cfg = tiny_cfg("MODEL.CNN.NAME", "toy_cnn")  # loaded before the backbone is registered
@@ -247,10 +232,10 @@ def test_a_backbone_registered_in_one_place_builds_the_whole_model(monkeypatch):
 
     @register_backbone("toy_cnn", "cnn")
     def toy_cnn(img_size=(256, 128)):  # takes only the options it uses; last_stride is not passed
-        return _ToyCNN(img_size)
+        return ToyCNN(img_size)
 
     model = build_model(cfg, 5, NUM_CAMS).train()
-    assert isinstance(model.cnn, _ToyCNN) and model.feature_dims["cnn"] == 24
+    assert isinstance(model.cnn, ToyCNN) and model.feature_dims["cnn"] == 24
     out = model(_images(4), torch.arange(4) % NUM_CAMS)
     assert out["cnn"][1].shape == (4, 24) and out["htm_cnn"][1].shape == (4, 64)
     assert build_backbone("cnn", "toy_cnn", img_size=(32, 16), last_stride=2).grid_size == (4, 2)
