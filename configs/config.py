@@ -23,6 +23,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import yaml
 from yacs.config import CfgNode as CN
 
+from utils.dotted import get_dotted
 from utils.errors import ConfigError  # defined with the other user errors; exported as configs.ConfigError
 from utils.metric_keys import METRIC_KEYS
 
@@ -40,6 +41,7 @@ RENAMED_KEYS = {
 
 # Structures of one Heterogenous Transmission Module (MODEL.FUSION.HTM_ORDER; built by model.fusion).
 HTM_ORDERS = ("seu_mfu", "seu", "mfu_seu", "mfu")
+FUSION_INITS = ("pytorch", "trunc_normal")  # MODEL.FUSION.INIT: PyTorch's defaults (as released) | truncated normal
 
 # Keys whose value must be one of a fixed set of names (registry names are checked by their registry, see above).
 CHOICES = {
@@ -50,7 +52,7 @@ CHOICES = {
     "MODEL.TRANSFORMER.T2T_POS_EMBED": ("checkpoint", "sinusoid"),
     "MODEL.FUSION.HTM_ORDER": HTM_ORDERS,
     "MODEL.FUSION.POOLING": ("gem", "avg"),
-    "MODEL.FUSION.INIT": ("pytorch", "trunc_normal"),
+    "MODEL.FUSION.INIT": FUSION_INITS,
     "MODEL.TRIPLET_BATCH": ("global", "per_process"),
     "DATALOADER.SAMPLER": ("identity", "balanced_identity", "random"),
     "SOLVER.SCHEDULE": ("release", "paper_text"),
@@ -79,14 +81,6 @@ def _pop_dotted(mapping: Dict[str, Any], key: str) -> Any:
     return node.pop(leaf, _MISSING) if isinstance(node, dict) else _MISSING
 
 
-def _get_dotted(mapping: Dict[str, Any], key: str) -> Any:
-    *parents, leaf = key.split(".")
-    node = mapping
-    for part in parents:
-        node = node.get(part) if isinstance(node, dict) else None
-    return node.get(leaf, _MISSING) if isinstance(node, dict) else _MISSING
-
-
 def _set_dotted(mapping: Dict[str, Any], key: str, value: Any) -> None:
     *parents, leaf = key.split(".")
     node = mapping
@@ -109,7 +103,7 @@ def rename_keys_in_mapping(mapping: Dict[str, Any], source: str) -> Dict[str, An
         if value is _MISSING:
             continue
         _warn_renamed(source, old, new)
-        current = _get_dotted(mapping, new)
+        current = get_dotted(mapping, new, _MISSING)
         if current is not _MISSING and current != value:
             raise ConfigError(f"{source}: {old} (deprecated) = {value!r} and {new} = {current!r} are the same "
                               f"setting with different values; keep only {new}")
@@ -190,7 +184,7 @@ def _name_tuple(key: str, value: Any, source: str) -> Tuple[str, ...]:
 def _names_in_mapping(mapping: Dict[str, Any], source: str) -> Dict[str, Any]:
     """``mapping`` (nested, as read from YAML) with the values of :data:`NAME_LIST_KEYS` made tuples, in place."""
     for key in NAME_LIST_KEYS:
-        value = _get_dotted(mapping, key)
+        value = get_dotted(mapping, key, _MISSING)
         if value is not _MISSING:
             _set_dotted(mapping, key, _name_tuple(key, value, source))
     return mapping
@@ -231,7 +225,7 @@ def check_choice(key: str, value: Any, allowed: Sequence[Any], source: str = "",
 
 def _check_choices(cfg, source):
     for key, allowed in CHOICES.items():
-        check_choice(key, _get_dotted(cfg, key), allowed, source)
+        check_choice(key, get_dotted(cfg, key), allowed, source)
 
 
 def _check_values(cfg, source):
@@ -241,7 +235,7 @@ def _check_values(cfg, source):
     if not cfg.DATASETS.NAMES:
         fail("DATASETS.NAMES", "is empty; name at least one dataset")
     for key in NAME_LIST_KEYS:
-        names = _get_dotted(cfg, key)
+        names = get_dotted(cfg, key)
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             fail(key, f"= {names!r} names {', '.join(map(repr, repeated))} more than once")

@@ -30,6 +30,7 @@ import yaml
 
 from utils.checkpoint import (TRAINING_KEYS, CheckpointError, atomic_torch_save, load_checkpoint,
                               load_last_checkpoint, save_checkpoint)
+from utils.dotted import get_dotted
 from utils.output_files import BEST_CHECKPOINT
 
 from .backbones.weights import WeightsError, load_checked, read_weight_file, strip_prefix, unwrap_state_dict
@@ -53,6 +54,9 @@ CLASSIFIER_SUFFIX, CAMERA_EMBEDDING = "classifier.weight", "transformer.sie_embe
 
 
 # ----------------------------------------------------------------------------- the architecture check
+_ABSENT = object()  # a key an older checkpoint's config does not have
+
+
 def _plain(value: Any) -> Any:
     return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
@@ -64,13 +68,8 @@ def architecture_differences(stored_config: str, cfg: Mapping[str, Any]) -> List
     stored = yaml.safe_load(stored_config) or {}
     diffs = []
     for key in ARCHITECTURE_KEYS:
-        theirs, ours, found = stored, cfg, True
-        for part in key.split("."):
-            if not isinstance(theirs, dict) or part not in theirs:
-                found = False
-                break
-            theirs, ours = theirs[part], ours[part]
-        if found and _plain(theirs) != _plain(ours):
+        theirs, ours = get_dotted(stored, key, _ABSENT), get_dotted(cfg, key)
+        if theirs is not _ABSENT and _plain(theirs) != _plain(ours):
             diffs.append(f"{key}: {_plain(theirs)!r} in the checkpoint, {_plain(ours)!r} here")
     return diffs
 

@@ -10,12 +10,9 @@ import torch.nn.functional as F
 from timm.layers import Mlp, use_fused_attn
 from timm.models.vision_transformer import Block
 
-from configs.config import HTM_ORDERS
+from configs.config import FUSION_INITS, HTM_ORDERS
 
 from .weight_init import trunc_normal_
-
-# MODEL.FUSION.INIT: how the LRU and HTM modules start (init_fusion_weights).
-FUSION_INITS = ("pytorch", "trunc_normal")
 
 Tensor = torch.Tensor
 

@@ -18,6 +18,8 @@ backbones register themselves.
 import dataclasses
 from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
 
+from utils.dotted import get_dotted
+
 SpecT = TypeVar("SpecT", bound="ConfigSpec")
 
 
@@ -28,9 +30,7 @@ def config_field(key: Optional[str], doc: str = "") -> Any:
 
 def config_value(cfg: Mapping[str, Any], key: str) -> Any:
     """The value of the dotted ``key`` in ``cfg``; lists become tuples (specs are immutable)."""
-    value: Any = cfg
-    for part in key.split("."):
-        value = value[part]
+    value = get_dotted(cfg, key)
     return tuple(value) if isinstance(value, (list, tuple)) else value
 
 

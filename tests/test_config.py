@@ -275,3 +275,18 @@ def test_every_default_key_is_read_by_the_code():
     assert sorted(set(READ_DYNAMICALLY) - set(keys)) == []                 # listed keys exist
     assert sorted(k for k in READ_DYNAMICALLY if k in reads) == []         # and are not read statically
     assert [k for k in keys if k not in reads and k not in READ_DYNAMICALLY] == []
+
+
+def test_one_reader_of_dotted_keys():
+    """utils.dotted.get_dotted reads a CfgNode and plain nested dicts (a checkpoint's stored config) alike."""
+    from utils.dotted import get_dotted
+
+    cfg = load_cfg("", ["MODEL.FUSION.DIM", "64"])
+    assert get_dotted(cfg, "MODEL.FUSION.DIM") == 64
+    stored = {"MODEL": {"FUSION": {"DIM": 32}}}
+    assert get_dotted(stored, "MODEL.FUSION.DIM") == 32
+    absent = object()
+    assert get_dotted(stored, "MODEL.CNN.NAME", absent) is absent
+    assert get_dotted(stored, "MODEL.FUSION.DIM.X", None) is None  # a value, not a mapping, on the way
+    with pytest.raises(KeyError, match="MODEL.CNN.NAME"):
+        get_dotted(stored, "MODEL.CNN.NAME")

@@ -19,6 +19,8 @@ import logging
 import os
 from typing import Any, Dict, List, Mapping, Optional
 
+from .dotted import get_dotted
+
 logger = logging.getLogger(__name__)
 
 # backbone -> (SHA-256 prefix of the ImageNet file the paper used, its usual file name)
@@ -74,13 +76,6 @@ def sha256_file(path: str, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def _get(cfg: Mapping[str, Any], dotted: str) -> Any:
-    node = cfg
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
 def pretrained_files(cfg: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
     """``{config key: {'path', 'sha256', 'backbone', 'paper_file', 'note'}}`` of every weight file the run reads
     (``MODEL.PRETRAIN_CHOICE`` imagenet: each backbone's path; self: ``MODEL.PRETRAIN_PATH``).
@@ -126,12 +121,12 @@ def protocol_record(cfg: Mapping[str, Any], amp_name: str, device_type: str, wor
     """
     diffs: List[str] = []
     for key, value in PAPER_TRAINING.items():
-        ours = _get(cfg, key)
+        ours = get_dotted(cfg, key)
         same = abs(float(ours) - float(value)) <= 1e-12 * max(1.0, abs(float(value))) \
             if isinstance(value, float) and not isinstance(value, bool) else ours == value
         if not same:
             diffs.append(f"{key} is {ours!r}; the paper's training uses {value!r}")
-    size = list(_get(cfg, "INPUT.SIZE_TRAIN"))
+    size = list(get_dotted(cfg, "INPUT.SIZE_TRAIN"))
     if size not in [list(s) for s in PAPER_SIZES]:
         diffs.append(f"INPUT.SIZE_TRAIN is {size}; the paper trains at 256x128 (and 384x128 in Table I)")
     if device_type != "cuda":
@@ -139,19 +134,19 @@ def protocol_record(cfg: Mapping[str, Any], amp_name: str, device_type: str, wor
     elif amp_name != "fp16":
         diffs.append(f"mixed precision is {amp_name}; the released training uses fp16 autocast + GradScaler")
     if world_size > 1:
-        if _get(cfg, "MODEL.TRIPLET_BATCH") != "global":
+        if get_dotted(cfg, "MODEL.TRIPLET_BATCH") != "global":
             diffs.append(f"{world_size} processes mine triplets among their own images only "
                          "(MODEL.TRIPLET_BATCH per_process); the release mines over the whole batch on one GPU")
-        if device_type != "cuda" or not _get(cfg, "MODEL.SYNC_BN"):
+        if device_type != "cuda" or not get_dotted(cfg, "MODEL.SYNC_BN"):
             diffs.append(f"{world_size} processes each normalise BatchNorm over their own share of the batch; the "
                          "release normalises over the whole batch on one GPU (MODEL.SYNC_BN on CUDA)")
-    choice = _get(cfg, "MODEL.PRETRAIN_CHOICE")
+    choice = get_dotted(cfg, "MODEL.PRETRAIN_CHOICE")
     if choice != "imagenet":
         diffs.append(f"MODEL.PRETRAIN_CHOICE is {choice!r}; the paper starts both backbones from ImageNet files")
     else:
         for key in ("MODEL.CNN.PRETRAIN_PATH", "MODEL.TRANSFORMER.PRETRAIN_PATH"):
             branch = key.split(".")[1]
-            if not _get(cfg, f"MODEL.{branch}.NAME"):
+            if not get_dotted(cfg, f"MODEL.{branch}.NAME"):
                 continue
             record = pretrained.get(key)
             if record is None:

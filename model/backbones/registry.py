@@ -1,8 +1,8 @@
 """Name -> backbone factory, filled by ``@register_backbone(name, kind)`` where each backbone is defined.
 
-The registry is the only list of backbone names: ``configs/config.py`` reads the allowed values of
-``MODEL.CNN.NAME`` / ``MODEL.TRANSFORMER.NAME`` from :func:`backbone_names`, and the tests parametrise
-over it. A factory takes keyword options and returns a :class:`~model.backbones.base.Backbone`.
+The registry is the only list of backbone names: :func:`build_backbone` checks ``MODEL.CNN.NAME`` /
+``MODEL.TRANSFORMER.NAME`` against it when the model is built (so a backbone registered by user code after the
+config was loaded works), and the tests parametrise over it. A factory takes keyword options and returns a :class:`~model.backbones.base.Backbone`.
 
 The options of a kind are the fields of its options class (``model.spec.BACKBONE_OPTIONS``:
 ``CNNOptions``, ``TransformerOptions``). Each factory names in its signature the ones it uses (a ViT
