@@ -281,8 +281,8 @@ def test_one_reader_of_dotted_keys():
     """utils.dotted.get_dotted reads a CfgNode and plain nested dicts (a checkpoint's stored config) alike."""
     from utils.dotted import get_dotted
 
-    cfg = load_cfg("", ["MODEL.FUSION.DIM", "64"])
-    assert get_dotted(cfg, "MODEL.FUSION.DIM") == 64
+    cfg = load_cfg("", ["MODEL.FUSION.DIM", "48"])
+    assert get_dotted(cfg, "MODEL.FUSION.DIM") == 48
     stored = {"MODEL": {"FUSION": {"DIM": 32}}}
     assert get_dotted(stored, "MODEL.FUSION.DIM") == 32
     absent = object()
