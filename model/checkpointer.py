@@ -34,19 +34,12 @@ from utils.dotted import get_dotted
 from utils.output_files import BEST_CHECKPOINT
 
 from .backbones.weights import WeightsError, load_checked, read_weight_file, strip_prefix, unwrap_state_dict
+from .spec import architecture_keys
 
 logger = logging.getLogger(__name__)
 
-# The config keys that decide what a checkpoint's tensors mean. Two configs that differ here can have the same
-# tensor names and shapes (e.g. MODEL.FUSION.HTM_ORDER seu_mfu / mfu_seu) and still compute other functions.
-ARCHITECTURE_KEYS = (
-    "MODEL.CNN.NAME", "MODEL.CNN.LAST_STRIDE", "MODEL.CNN.POOLING",
-    "MODEL.TRANSFORMER.NAME", "MODEL.TRANSFORMER.STRIDE_SIZE", "MODEL.TRANSFORMER.SIE_CAMERA",
-    "MODEL.TRANSFORMER.SIE_COE", "MODEL.TRANSFORMER.T2T_ATTN_SCALE", "MODEL.TRANSFORMER.T2T_POS_EMBED",
-    "MODEL.FUSION.DIM", "MODEL.FUSION.LRU", "MODEL.FUSION.HTM_LAYERS", "MODEL.FUSION.HTM_ORDER",
-    "MODEL.FUSION.SHARE_SEU", "MODEL.FUSION.SHARE_MFU", "MODEL.FUSION.NUM_HEADS", "MODEL.FUSION.MLP_RATIO",
-    "MODEL.FUSION.POOLING", "INPUT.SIZE_TRAIN",
-)
+# The config keys that decide what a checkpoint's tensors mean (the spec fields marked as architecture).
+ARCHITECTURE_KEYS = architecture_keys()
 # Where a FusionReID checkpoint keeps the model's state dict (train_net.py: 'model').
 MODEL_CONTAINERS = ("model", "state_dict")
 # The tensors sized by the training data: re-made when fine-tuning on other data.

@@ -23,9 +23,11 @@ from utils.dotted import get_dotted
 SpecT = TypeVar("SpecT", bound="ConfigSpec")
 
 
-def config_field(key: Optional[str], doc: str = "") -> Any:
-    """A spec field read from the config key ``key`` (None: given by the caller, not in the config)."""
-    return dataclasses.field(metadata={"key": key, "doc": doc})
+def config_field(key: Optional[str], doc: str = "", architecture: bool = True) -> Any:
+    """A spec field read from the config key ``key`` (None: given by the caller, not in the config).
+    ``architecture``: whether the key decides what a trained checkpoint's tensors mean (:func:`architecture_keys`);
+    False for what only shapes training (drop rates, initialisation, the starting GeM exponent, freezing)."""
+    return dataclasses.field(metadata={"key": key, "doc": doc, "architecture": architecture})
 
 
 def config_value(cfg: Mapping[str, Any], key: str) -> Any:
@@ -74,9 +76,9 @@ class TransformerOptions(ConfigSpec):
     stride_size: Tuple[int, int] = config_field("MODEL.TRANSFORMER.STRIDE_SIZE", "patch stride")
     num_cams: int = config_field(None, "cameras of the camera embedding (0: none; MODEL.TRANSFORMER.SIE_CAMERA)")
     sie_coe: float = config_field("MODEL.TRANSFORMER.SIE_COE", "weight of the camera embedding")
-    drop_path_rate: float = config_field("MODEL.TRANSFORMER.DROP_PATH", "stochastic depth")
-    drop_rate: float = config_field("MODEL.TRANSFORMER.DROP_RATE", "dropout")
-    attn_drop_rate: float = config_field("MODEL.TRANSFORMER.ATTN_DROP_RATE", "attention dropout")
+    drop_path_rate: float = config_field("MODEL.TRANSFORMER.DROP_PATH", "stochastic depth", architecture=False)
+    drop_rate: float = config_field("MODEL.TRANSFORMER.DROP_RATE", "dropout", architecture=False)
+    attn_drop_rate: float = config_field("MODEL.TRANSFORMER.ATTN_DROP_RATE", "attention dropout", architecture=False)
     t2t_attn_scale: str = config_field("MODEL.TRANSFORMER.T2T_ATTN_SCALE", "T2T-ViT attention scale")
     t2t_pos_embed: str = config_field("MODEL.TRANSFORMER.T2T_POS_EMBED", "T2T-ViT position table")
 
@@ -108,7 +110,12 @@ class FusionSpec(ConfigSpec):
     num_heads: int = config_field("MODEL.FUSION.NUM_HEADS", "attention heads")
     mlp_ratio: float = config_field("MODEL.FUSION.MLP_RATIO", "MLP width / D")
     pooling: str = config_field("MODEL.FUSION.POOLING", "pooling of the refined maps")
-    init: str = config_field("MODEL.FUSION.INIT", "initialisation of the LRUs and HTMs")
+    init: str = config_field("MODEL.FUSION.INIT", "initialisation of the LRUs and HTMs", architecture=False)
+
+
+# The keys ModelSpec.from_config reads itself: which backbone of each kind (empty: no such branch) and whether the
+# Transformer has a camera embedding (its number of cameras comes from the data).
+BRANCH_KEYS = ("MODEL.CNN.NAME", "MODEL.TRANSFORMER.NAME", "MODEL.TRANSFORMER.SIE_CAMERA")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,18 +126,32 @@ class ModelSpec(ConfigSpec):
     cnn: Optional[BackboneSpec] = config_field(None, "the CNN branch (MODEL.CNN), None without one")
     transformer: Optional[BackboneSpec] = config_field(None, "the Transformer branch, None without one")
     cnn_pooling: str = config_field("MODEL.CNN.POOLING", "f^_c = pooling of the CNN map")
-    gem_p: float = config_field("MODEL.GEM_P", "initial GeM exponent")
+    gem_p: float = config_field("MODEL.GEM_P", "initial GeM exponent", architecture=False)
     fusion: FusionSpec = config_field(None, "MODEL.FUSION")
-    freeze_gradient_free: bool = config_field("SOLVER.FREEZE_GRADIENT_FREE", "freeze the gradient-free parameters")
+    freeze_gradient_free: bool = config_field("SOLVER.FREEZE_GRADIENT_FREE", "freeze the gradient-free parameters",
+                                              architecture=False)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any],  # type: ignore[override]
                     num_classes: int, num_cams: int) -> "ModelSpec":
         """The architecture of ``cfg`` for ``num_classes`` identities seen by ``num_cams`` cameras."""
-        cnn, trans = (config_value(cfg, k) for k in ("MODEL.CNN.NAME", "MODEL.TRANSFORMER.NAME"))
-        sie = config_value(cfg, "MODEL.TRANSFORMER.SIE_CAMERA")
+        cnn, trans, sie = (config_value(cfg, k) for k in BRANCH_KEYS)
         return super().from_config(
             cfg, num_classes=num_classes, fusion=FusionSpec.from_config(cfg),
             cnn=BackboneSpec("cnn", cnn, CNNOptions.from_config(cfg)) if cnn else None,
             transformer=BackboneSpec("transformer", trans, TransformerOptions.from_config(
                 cfg, num_cams=num_cams if sie else 0)) if trans else None)
+
+
+def architecture_keys() -> Tuple[str, ...]:
+    """The config keys that decide what a trained FusionReID's tensors mean, in a fixed order: which backbones (and
+    whether the Transformer has a camera embedding), then every spec field marked ``architecture``. Two configs
+    that differ in one of them can have the same tensor names and shapes (e.g. ``MODEL.FUSION.HTM_ORDER``
+    seu_mfu / mfu_seu) and still compute other functions: ``model.checkpointer`` refuses such a checkpoint."""
+    keys = list(BRANCH_KEYS)
+    for spec in (CNNOptions, TransformerOptions, FusionSpec, ModelSpec):
+        for f in dataclasses.fields(spec):
+            key = f.metadata.get("key")
+            if key and f.metadata.get("architecture", True) and key not in keys:
+                keys.append(key)
+    return tuple(keys)

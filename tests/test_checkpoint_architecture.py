@@ -52,6 +52,19 @@ def test_differences_name_every_key_and_both_values():
     assert architecture_differences(stored, tiny_cfg()) == []
 
 
+def test_training_only_keys_are_not_the_architecture():
+    """model.spec marks which keys decide what the tensors mean: drop rates, the initialisation, the starting GeM
+    exponent and freezing do not; the branches, the camera embedding and every structural key do."""
+    stored = tiny_cfg().dump()
+    assert architecture_differences(stored, tiny_cfg(
+        "MODEL.TRANSFORMER.DROP_PATH", "0.2", "MODEL.FUSION.INIT", "trunc_normal", "MODEL.GEM_P", "4.0",
+        "SOLVER.FREEZE_GRADIENT_FREE", "False")) == []
+    differing = architecture_differences(stored, tiny_cfg(
+        "MODEL.TRANSFORMER.SIE_CAMERA", "False", "MODEL.CNN.POOLING", "avg", "MODEL.FUSION.MLP_RATIO", "2.0"))
+    assert [d.split(":")[0] for d in differing] == [
+        "MODEL.TRANSFORMER.SIE_CAMERA", "MODEL.FUSION.MLP_RATIO", "MODEL.CNN.POOLING"]
+
+
 def test_test_weight_of_another_htm_order_is_refused(saved):
     full, bare, state = saved
     cfg = tiny_cfg("MODEL.FUSION.HTM_ORDER", "mfu_seu")

@@ -246,17 +246,17 @@ cfg.MODEL.WRITTEN = 1
 
 
 def _spec_keys():
-    """The config keys named by the fields of every ``model.spec.ConfigSpec`` (the model's construction and
-    retrieval policy read their keys that way, not by attribute)."""
+    """The config keys named by the fields of every ``model.spec.ConfigSpec`` and ``model.spec.BRANCH_KEYS`` (the
+    model's construction and retrieval policy read their keys that way, not by attribute)."""
     import model.retrieval  # noqa: F401  -- defines RetrievalPolicy
-    from model.spec import ConfigSpec
+    from model.spec import BRANCH_KEYS, ConfigSpec
 
     def subclasses(cls):
         for sub in cls.__subclasses__():
             yield sub
             yield from subclasses(sub)
 
-    return {key for spec in subclasses(ConfigSpec) for key in spec.config_keys().values() if key}
+    return set(BRANCH_KEYS) | {key for spec in subclasses(ConfigSpec) for key in spec.config_keys().values() if key}
 
 
 def test_every_default_key_is_read_by_the_code():
