@@ -346,7 +346,12 @@ def test_write_to_an_export(tiny_model, tmp_path, capsys):
     common = ["DATASETS.ROOT_DIR", data, "TEST.WEIGHT", weight, "OUTPUT_DIR", str(tmp_path / "out")]
     result = calibrate.main(["--config_file", TINY_CONFIG, "--far", "0.05", "--write-to", exported] + common)
     assert result["recommended_threshold"] == result["requested_far"]["threshold"] is not None
-    assert read_metadata(exported)["recommended_threshold"] == result["recommended_threshold"]
+    metadata = read_metadata(exported)
+    assert metadata["recommended_threshold"] == result["recommended_threshold"]
+    record = metadata["threshold_calibration"]  # how the threshold was chosen travels with it
+    assert record["far"] == 0.05 and record["decision_rule"] == calibrate.DECISION_RULE
+    assert record["achieved_far"] == result["requested_far"]["achieved_far"] <= 0.05
+    assert record["pairs"]["impostor"] == result["pairs"]["impostor"]
     assert f"written into {exported}" in capsys.readouterr().out
     before = open(exported, "rb").read()
     tiny_far = 0.5 / result["pairs"]["impostor"]

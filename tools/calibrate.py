@@ -644,7 +644,11 @@ def write_to_export(path: str, metadata: Dict[str, Any], result: Dict[str, Any])
         if sha256_file(weight) != exported_from:
             logger.warning("--write-to %s was exported from another checkpoint (SHA-256 %s) than TEST.WEIGHT %s",
                            path, exported_from, weight)
-    write_threshold(path, requested["threshold"])
+    write_threshold(path, requested["threshold"], calibration={
+        "far": requested["far"], "achieved_far": requested.get("achieved_far"), "tar": requested.get("tar"),
+        "decision_rule": DECISION_RULE, "similarity": SIMILARITY, "pair_rule": result["pair_rule"],
+        "pairs": {k: result["pairs"][k] for k in ("genuine", "impostor") if k in result["pairs"]},
+        "source": result["source"]})
     print(f"recommended_threshold {requested['threshold']!r} (FAR {far_label(requested['far'])}, "
           f"{DECISION_RULE}) written into {path}")
 

@@ -346,6 +346,7 @@ def build_metadata(args: argparse.Namespace, cfg, module: ExportedReID, argv) ->
         "num_cams": module.unknown_cam,
         "unknown_camera": -1 if module.uses_cameras else None,
         "recommended_threshold": args.threshold,
+        "threshold_calibration": None,  # tools/calibrate.py --write-to: how the threshold was chosen
         "config": cfg.dump(),
         "provenance": provenance_record(cfg, argv),
     }

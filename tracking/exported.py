@@ -24,7 +24,7 @@ import math
 import os
 import warnings
 import zipfile
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -109,9 +109,11 @@ def write_metadata(path: str, metadata: Dict[str, Any]) -> None:
             os.remove(partial)
 
 
-def write_threshold(path: str, value: float) -> Dict[str, Any]:
+def write_threshold(path: str, value: float, calibration: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Store ``value`` as ``recommended_threshold`` in the metadata of the exported file at ``path`` (the
-    similarity threshold a calibration recommends); returns the updated metadata."""
+    similarity threshold a calibration recommends) and ``calibration`` (how it was chosen: the FAR, the decision
+    rule, the pairs; ``tools/calibrate.py --write-to``) as ``threshold_calibration`` (None: a threshold given by
+    hand, any earlier calibration record removed); returns the updated metadata."""
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -120,6 +122,7 @@ def write_threshold(path: str, value: float) -> Dict[str, Any]:
         raise UsageError(f"recommended threshold must be a finite number, got {value}")
     metadata = read_metadata(path)
     metadata["recommended_threshold"] = value
+    metadata["threshold_calibration"] = dict(calibration) if calibration else None
     write_metadata(path, metadata)
     logger.info("%s: recommended_threshold set to %g", path, value)
     return metadata
