@@ -278,6 +278,10 @@ def test_a_sequence_with_the_same_gt_is_skipped(sequences, tmp_path, caplog):
         _, summary = convert(tmp_path, sequences["A"], copy, "--min-gap", "10")
     assert summary["train_ids"] + summary["test_ids"] == 6
     assert any("SEQ-A-FRCNN: same gt.txt as SEQ-A, skipped" in r.getMessage() for r in caplog.records)
+    # a camera given to the skipped copy says so, and which sequence to give it to
+    with pytest.raises(SystemExit, match="--camera 'SEQ-A-FRCNN=2': sequence 'SEQ-A-FRCNN' was skipped, its gt.txt "
+                                         "is the same as 'SEQ-A''s: give the camera to 'SEQ-A'"):
+        convert(tmp_path, sequences["A"], copy, "--camera", "SEQ-A-FRCNN=2", name="camera_of_copy")
 
 
 # ----------------------------------------------------------------------------------------------- errors

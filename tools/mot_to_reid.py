@@ -106,15 +106,20 @@ class Filters(NamedTuple):
 
 
 # ----------------------------------------------------------------------------------------------- options
-def parse_cameras(values: Sequence[str], names: Sequence[str]) -> List[int]:
+def parse_cameras(values: Sequence[str], names: Sequence[str], duplicates: Optional[Dict[str, str]] = None
+                  ) -> List[int]:
     """The camera of each sequence of ``names``: --camera SEQ=ID where given, else new ids after the largest given
-    one, in the order of ``names``."""
+    one, in the order of ``names``. ``duplicates``: {skipped sequence: the kept one with the same gt.txt}."""
+    duplicates = duplicates or {}
     given: Dict[str, int] = {}
     for value in values:
         name, sep, camera = value.partition("=")
         name = name.strip()
         if not sep or not name or not camera.strip().isdigit():
             raise UsageError(f"--camera {value!r}: expected SEQ=ID with ID an integer >= 0 (e.g. MOT17-02=0)")
+        if name in duplicates:
+            raise UsageError(f"--camera {value!r}: sequence {name!r} was skipped, its gt.txt is the same as "
+                             f"{duplicates[name]!r}'s: give the camera to {duplicates[name]!r}")
         if name not in names:
             raise UsageError(f"--camera {value!r}: no sequence named {name!r} among {', '.join(names)}")
         if name in given:
@@ -547,7 +552,7 @@ def main(argv=None) -> dict:
     check_options(args)
     filters = Filters(parse_classes(args.classes), args.min_visibility, args.min_height, args.min_width,
                       args.min_inside, args.frame_stride, args.max_crops, args.min_crops)
-    sequences, hashes = [], {}
+    sequences, hashes, duplicates = [], {}, {}
     for folder in find_sequences(args.sequences):
         sequence = read_sequence(folder)
         with open(sequence.gt_file, "rb") as f:
@@ -555,12 +560,13 @@ def main(argv=None) -> dict:
         if digest in hashes:
             logger.warning("%s: same gt.txt as %s, skipped (MOT17 ships each video once per public detector)",
                            sequence.name, hashes[digest])
+            duplicates[sequence.name] = hashes[digest]
             continue
         if any(s.name == sequence.name for s in sequences):
             raise UsageError(f"{folder}: a second sequence named {sequence.name!r}; sequence names must be unique")
         hashes[digest] = sequence.name
         sequences.append(sequence)
-    cameras = parse_cameras(args.camera, [s.name for s in sequences])
+    cameras = parse_cameras(args.camera, [s.name for s in sequences], duplicates)
     for s, camera in zip(sequences, cameras):
         logger.info("sequence %s (%s): camera %d", s.name, s.folder, camera)
 
