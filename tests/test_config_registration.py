@@ -24,7 +24,7 @@ def register():
     from datasets import register_dataset
     from datasets.synthetic import SyntheticReID
     from model.backbones import register_backbone
-    from tests.toy_backbones import ToyCNN
+    from tests.toys import ToyCNN
 
     @register_dataset("my_people")
     class MyPeople(SyntheticReID):

@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-import torch.nn as nn
 
 import processor.evaluation as evaluation_module
 import train_net
@@ -18,6 +17,7 @@ from processor import BestModelRule, Builders, Callback, StepInfo, build_trainer
 from processor.callbacks import check_callbacks
 from processor.inference import METRIC_KEYS
 from tests.helpers import TINY_CONFIG
+from tests.toys import ScaledLoss
 
 CHEAP = ["DATASETS.SYNTHETIC.NUM_TRAIN_IDS", "8", "DATASETS.SYNTHETIC.NUM_TEST_IDS", "4",
          "DATASETS.SYNTHETIC.NUM_CAMS", "2", "DATASETS.SYNTHETIC.IMAGES_PER_CAM", "2",
@@ -167,19 +167,6 @@ def test_best_model_rule_names_the_metrics():
 
 
 # ----------------------------------------------------------------------------- a loss with parameters
-class ScaledLoss(nn.Module):
-    """The configured loss times a learned scale: a loss that owns a parameter."""
-
-    def __init__(self, cfg, num_classes):
-        super().__init__()
-        self.inner = build_loss(cfg, num_classes)
-        self.log_scale = nn.Parameter(torch.zeros(()))
-
-    def forward(self, outputs, pids):
-        total, terms = self.inner(outputs, pids)
-        return total * self.log_scale.exp(), terms
-
-
 def test_a_loss_with_parameters_is_trained_saved_and_resumed(data_root, tmp_path):
     cfg = make_cfg(data_root, tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.CHECKPOINT_PERIOD", "1",
                    "SOLVER.EVAL_PERIOD", "2")

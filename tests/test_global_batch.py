@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from helpers import free_port, tiny_cfg
+from toys import ScaledLoss
 
 WORLD, P, K, NUM_CLASSES, NUM_CAMS = 2, 4, 4, 6, 3
 
@@ -27,8 +28,9 @@ def _batch():
     return images, pids, torch.randint(0, NUM_CAMS, (P * K,), generator=g)
 
 
-def _step(mining, rank=0, world=1):
-    """One training step of this process's share of the batch: (loss, {name: gradient as applied})."""
+def _step(mining, rank=0, world=1, scaled_loss=False):
+    """One training step of this process's share of the batch: (loss, {name: gradient as applied}), the loss's
+    own parameter (``loss.log_scale`` of tests/toys.py ScaledLoss) included with ``scaled_loss``."""
     from loss import build_loss
     from model import build_model
     from processor.trainer import Trainer
@@ -38,9 +40,13 @@ def _step(mining, rank=0, world=1):
                    "DATALOADER.NUM_INSTANCE", str(K), "OUTPUT_DIR", "")
     torch.manual_seed(0)
     model = build_model(cfg, NUM_CLASSES, NUM_CAMS).double()
-    optimizer = build_optimizer(cfg, model)
-    trainer = Trainer(cfg, model, build_loss(cfg, NUM_CLASSES), optimizer, build_scheduler(cfg, optimizer), [],
+    loss_fn = ScaledLoss(cfg, NUM_CLASSES).double() if scaled_loss else build_loss(cfg, NUM_CLASSES)
+    optimizer = build_optimizer(cfg, model, loss_fn)
+    trainer = Trainer(cfg, model, loss_fn, optimizer, build_scheduler(cfg, optimizer), [],
                       None, 0, torch.device("cpu"), test_sets=[object()])
+    named = dict(model.named_parameters())
+    if scaled_loss:
+        named.update(loss_fn.named_parameters(prefix="loss"))
     trainer.net.train()
     for m in model.modules():
         if isinstance(m, _BatchNorm):
@@ -48,7 +54,7 @@ def _step(mining, rank=0, world=1):
     grads, step = {}, optimizer.step
 
     def recording_step(*args, **kwargs):
-        grads.update({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
+        grads.update({n: p.grad.detach().clone() for n, p in named.items() if p.grad is not None})
         return step(*args, **kwargs)
 
     optimizer.step = recording_step
@@ -57,23 +63,23 @@ def _step(mining, rank=0, world=1):
     return loss, grads
 
 
-def _worker(rank, port, mining, result_dir):
+def _worker(rank, port, mining, result_dir, scaled_loss=False):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     from utils.distributed import cleanup_distributed, init_distributed
     init_distributed(torch.device("cpu"))
     try:
-        loss, grads = _step(mining, rank, WORLD)
+        loss, grads = _step(mining, rank, WORLD, scaled_loss)
         torch.save({"loss": loss, "grads": grads}, os.path.join(result_dir, f"rank{rank}.pt"))
     finally:
         cleanup_distributed()
 
 
-def _two_processes(mining, tmp_path):
-    out = tmp_path / mining
+def _two_processes(mining, tmp_path, scaled_loss=False):
+    out = tmp_path / f"{mining}{'_scaled' if scaled_loss else ''}"
     out.mkdir()
-    mp.spawn(_worker, args=(free_port(), mining, str(out)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), mining, str(out), scaled_loss), nprocs=WORLD, join=True)
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     for name, g in ranks[0]["grads"].items():  # DDP: every process applies the same averaged gradient
         assert torch.equal(g, ranks[1]["grads"][name]), name
@@ -114,3 +120,19 @@ def test_per_process_mining_is_another_objective(tmp_path, one_process):
     assert abs(loss - ref_loss) > 1e-4 * abs(ref_loss) or max(worst.values()) > 1e-3
     print(f"per_process: loss {loss!r} vs {ref_loss!r}; largest relative gradient difference "
           f"{max(worst.values()):.2e}")
+
+
+def test_a_loss_parameter_gets_the_one_process_gradient(tmp_path):
+    """A loss's own parameter is outside DDP: the trainer averages its gradient over the processes, so every
+    process applies the same gradient (checked in _two_processes), and it is the one-process gradient."""
+    loss, grads = _two_processes("global", tmp_path, scaled_loss=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ref_loss, ref_grads = _step("global", scaled_loss=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert "loss.log_scale" in grads and float(grads["loss.log_scale"]) != 0.0
+    assert abs(loss - ref_loss) <= 1e-6 * abs(ref_loss)
+    worst = _relative_differences(grads, ref_grads)
+    assert worst["loss.log_scale"] <= 1e-6 and max(worst.values()) <= 1e-6, max(worst.values())

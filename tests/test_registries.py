@@ -16,7 +16,7 @@ from model.backbones import (Backbone, BackboneOutput, CameraEmbedding, backbone
                              build_backbone, build_cnn, build_transformer, register_backbone, split_tokens)
 from model.backbones import registry as backbone_registry
 from tests.helpers import tiny_cfg
-from tests.toy_backbones import ToyCNN
+from tests.toys import ToyCNN
 
 CNNS = backbone_names("cnn")
 TRANSFORMERS = backbone_names("transformer")
