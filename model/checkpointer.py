@@ -127,12 +127,11 @@ def load_model_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
     """
     own, state = model.state_dict(), dict(state)
     dataset_layers = [k for k in state if k in own and state[k].shape != own[k].shape and (
-        (k.startswith("heads.") and k.endswith(CLASSIFIER_SUFFIX)) or (fine_tune and k.endswith("sie_embed")))]
+        (k.startswith("heads.") and k.endswith(CLASSIFIER_SUFFIX)) or (fine_tune and k == CAMERA_EMBEDDING))]
     remade = {}
     for k in dataset_layers:
         old, new = state.pop(k).shape[0], own[k].shape[0]
-        what = "camera embedding" if k.endswith("sie_embed") else "ID classifiers"
-        unit = "cameras" if k.endswith("sie_embed") else "identities"
+        what, unit = ("camera embedding", "cameras") if k == CAMERA_EMBEDDING else ("ID classifiers", "identities")
         remade[what] = f"{what} ({old} -> {new} {unit})"
     load_checked(model, state, key, path, "a checkpoint of this architecture", ignore_missing=dataset_layers)
     if remade:  # expected when fine-tuning; worth a warning when evaluating a checkpoint of another dataset

@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -40,7 +40,6 @@ class Evaluation:
     per_dataset: "OrderedDict[str, Dict[str, float]]"
     epoch: Optional[int] = None
     seconds: float = 0.0
-    extra: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def metrics(self) -> Dict[str, float]:

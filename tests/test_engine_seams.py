@@ -202,3 +202,23 @@ def test_train_net_takes_builders_and_callbacks(data_root, tmp_path):
                     *CHEAP, "SOLVER.MAX_EPOCHS", "1"], builders=Builders(loss=ScaledLoss), callbacks=[rec])
     saved = torch.load(tmp_path / "checkpoint_epoch1.pth", map_location="cpu", weights_only=True)
     assert "log_scale" in saved["loss"] and int(saved["callbacks"]["Recorder"]["steps"]) == rec.steps > 0
+
+
+def test_gradient_clipping_covers_the_loss_parameters(data_root, tmp_path):
+    """SOLVER.GRAD_CLIP bounds the norm of every gradient the optimizer applies, the loss's own included."""
+    clip = 0.05
+    trainer = build_trainer(make_cfg(data_root, tmp_path, "SOLVER.MAX_EPOCHS", "1", "SOLVER.GRAD_CLIP", str(clip)),
+                            CPU, builders=Builders(loss=ScaledLoss))
+    norms, step = [], trainer.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        grads = [p.grad for g in trainer.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        loss_grad = float(trainer.loss_fn.log_scale.grad)
+        norms.append((float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))),
+                      loss_grad))
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = recording_step
+    trainer.train()
+    assert norms and all(total <= clip * (1 + 1e-5) for total, _ in norms), norms
+    assert all(abs(loss_grad) <= clip * (1 + 1e-5) for _, loss_grad in norms)
