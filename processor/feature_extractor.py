@@ -32,8 +32,7 @@ import torch
 from PIL import Image
 
 from datasets.base import IMAGE_EXTENSIONS
-
-from utils.errors import UsageError
+from utils.cameras import UNKNOWN_CAMERA, camera_id_list
 
 logger = logging.getLogger(__name__)
 
@@ -123,18 +122,10 @@ class FeatureExtractor:
 
     def camera_ids(self, cam_ids, n):
         """Camera ids as a tensor; None / -1 entries (or ``cam_ids=None``) become the mean camera."""
-        if cam_ids is None:
-            cam_ids = [None] * n
-        cam_ids = [-1 if c is None else int(c) for c in cam_ids]
-        if len(cam_ids) != n:
-            raise UsageError(f"{len(cam_ids)} camera ids for {n} images")
+        ids = camera_id_list(cam_ids, n, self.unknown_cam)
         if self.unknown_cam is None:
             return torch.zeros(n, dtype=torch.long)  # no camera embedding: the ids are not used
-        bad = [c for c in cam_ids if c < -1 or c >= self.unknown_cam]
-        if bad:
-            raise UsageError(f"camera ids must be in [0, {self.unknown_cam}) (the checkpoint's cameras) or -1 "
-                             f"for unknown, got {bad[:5]}")
-        return torch.tensor([self.unknown_cam if c == -1 else c for c in cam_ids], dtype=torch.long)
+        return torch.tensor([self.unknown_cam if c == UNKNOWN_CAMERA else c for c in ids], dtype=torch.long)
 
     @torch.no_grad()
     def features(self, batch, cams):

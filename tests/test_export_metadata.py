@@ -168,3 +168,15 @@ def test_out_below_a_regular_file_fails_before_exporting(tmp_path, monkeypatch):
 def test_out_folder_from_the_command_line(tmp_path):
     rc, err = run_script("tools/export.py", "--out", str(tmp_path), *CNN_ONLY)
     assert_one_line_error(rc, err, "tools/export.py", str(tmp_path), "is a folder")
+
+
+@pytest.mark.parametrize("fmt", list(SUFFIX))
+def test_exported_camera_ids_are_checked_against_the_training_cameras(variants, fmt):
+    extract = ExportedExtractor(variants[fmt, "plain"]["out"])
+    assert extract.camera_ids([None, 0, -1, NUM_CAMS - 1], 4).tolist() == [-1, 0, -1, NUM_CAMS - 1]
+    assert extract.camera_ids(None, 2).tolist() == [-1, -1]
+    for bad in (NUM_CAMS, -2):
+        with pytest.raises(ValueError, match=rf"camera ids must be in \[0, {NUM_CAMS}\) .* got \[{bad}\]"):
+            extract([bgr_image()], cam_ids=[bad])
+    with pytest.raises(ValueError, match="1 camera ids for 2 crops"):
+        extract([bgr_image(), bgr_image(8)], cam_ids=[0])

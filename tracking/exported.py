@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
+from utils.cameras import camera_id_list
 from utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ logger = logging.getLogger(__name__)
 METADATA_KEY = "fusionreid"       # ONNX metadata_props key; TorchScript extra file "fusionreid.json"
 METADATA_VERSION = 1
 COLOUR_ORDERS = ("BGR", "RGB")
-UNKNOWN_CAMERA = -1               # camids value of an image from no training camera (their mean embedding)
 
 
 def _extra_file_name() -> str:
@@ -200,15 +200,9 @@ class ExportedExtractor:
         return torch.stack([self.transform(Image.fromarray(np.ascontiguousarray(c))) for c in crops])
 
     def camera_ids(self, cam_ids: Optional[Sequence[Optional[int]]], n: int) -> torch.Tensor:
-        ids = [UNKNOWN_CAMERA if c is None else int(c) for c in (cam_ids if cam_ids is not None else [None] * n)]
-        if len(ids) != n:
-            raise UsageError(f"{len(ids)} camera ids for {n} crops")
-        if self.uses_cameras:
-            bad = [c for c in ids if c < UNKNOWN_CAMERA or (self.num_cams is not None and c >= self.num_cams)]
-            if bad:
-                raise UsageError(f"camera ids must be in [0, {self.num_cams}) (the model's training cameras) or "
-                                 f"{UNKNOWN_CAMERA} for unknown, got {bad[:5]}")
-        return torch.tensor(ids, dtype=torch.long)
+        """Camera ids as the graph's ``camids`` takes them (-1: unknown); checked when it has that input."""
+        num_cams = (self.num_cams if self.num_cams is not None else math.inf) if self.uses_cameras else None
+        return torch.tensor(camera_id_list(cam_ids, n, num_cams, "crops"), dtype=torch.long)
 
     def __call__(self, crops: Sequence[np.ndarray], cam_ids: Optional[Sequence[Optional[int]]] = None) -> torch.Tensor:
         crops = list(crops)
