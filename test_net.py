@@ -21,15 +21,11 @@ utils.prefer_passive_omp()  # before torch is imported
 
 import numpy as np  # noqa: E402
 
-from datasets import make_dataloader  # noqa: E402
-from model import build_model  # noqa: E402
-from model.backbones.weights import check_path  # noqa: E402
-from model.checkpointer import load_model_weights  # noqa: E402
 from processor.cli import RunContext  # noqa: E402
-from processor.evaluation import Evaluator, write_results  # noqa: E402
+from processor.evaluation import Evaluator, data_and_trained_model, write_results  # noqa: E402
 from processor.inference import format_metrics  # noqa: E402
 from utils.cli import ConfigArgumentParser  # noqa: E402
-from utils.distributed import get_world_size, is_main_process, main_process_first  # noqa: E402
+from utils.distributed import get_world_size, is_main_process  # noqa: E402
 from utils.errors import cli_entry  # noqa: E402
 from utils.misc import resolve_amp  # noqa: E402
 from utils.output_files import TEST_RESULTS_FILE  # noqa: E402
@@ -71,13 +67,7 @@ def main(argv=None):
     # The weights come from TEST.WEIGHT: no backbone initialisation from ImageNet files.
     with RunContext(args.config_file, args.opts, "test.log", overrides=["MODEL.PRETRAIN_CHOICE", "none"]) as ctx:
         cfg, device = ctx.cfg, ctx.device
-        check_path(cfg.TEST.WEIGHT, "TEST.WEIGHT")  # fail before the data are prepared
-        with main_process_first(local=True):  # data prepared once per node
-            data = make_dataloader(cfg)
-        model = build_model(cfg, data.num_classes, data.num_cams)
-        # the checkpoint's architecture must be cfg's; ID classifiers of another shape are skipped
-        load_model_weights(model, cfg, cfg.TEST.WEIGHT, "TEST.WEIGHT")
-        model.to(device)
+        data, model = data_and_trained_model(cfg, device)
         logger.info("evaluating feature %r (%s the BNNeck) of %s", cfg.TEST.FEAT, cfg.TEST.NECK_FEAT,
                     cfg.TEST.WEIGHT)
         amp = resolve_amp(cfg.SOLVER.AMP, device)

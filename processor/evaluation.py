@@ -9,6 +9,8 @@
 - :meth:`Evaluator.record` keeps the latest and the best evaluation of a training run by a
   :class:`BestModelRule` (``SOLVER.BEST_METRIC`` of the first test set, higher is better; a tie keeps the earlier
   epoch) and says whether the new one is the best, which is when the trainer writes ``model_best.pth``.
+- :func:`data_and_trained_model`: the data of a config and its model with the weights of TEST.WEIGHT (what
+  ``test_net.py`` and ``tools/calibrate.py`` evaluate).
 - results.json: ``{"latest", "best", "provenance"}``; test_results.json: the first test set's metrics at the top
   level, ``per_dataset``, what was evaluated and the provenance. An entry (``latest``, ``best``) is
   :meth:`Evaluation.entry`: the first test set's metrics, ``epoch`` and ``per_dataset``.
@@ -25,7 +27,7 @@ import torch
 from yacs.config import CfgNode
 
 from utils.checkpoint import atomic_write_text
-from utils.distributed import broadcast_buffers
+from utils.distributed import broadcast_buffers, main_process_first
 from utils.misc import AmpSettings
 
 from .inference import METRIC_KEYS, Features, evaluate_test_sets, format_metrics, results_entry
@@ -125,6 +127,23 @@ class Evaluator:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.latest, self.best = state.get("latest"), state.get("best")
+
+
+def data_and_trained_model(cfg: CfgNode, device: torch.device) -> Tuple[Any, torch.nn.Module]:
+    """(``datasets.make_dataloader(cfg)``, the model of ``cfg`` with the weights of TEST.WEIGHT on ``device``).
+    TEST.WEIGHT is checked before the data are prepared (once per node); the checkpoint's architecture must be
+    ``cfg``'s, and ID classifiers of another shape are skipped."""
+    from datasets import make_dataloader
+    from model import build_model
+    from model.backbones.weights import check_path
+    from model.checkpointer import load_model_weights
+
+    check_path(cfg.TEST.WEIGHT, "TEST.WEIGHT")
+    with main_process_first(local=True):
+        data = make_dataloader(cfg)
+    model = build_model(cfg, data.num_classes, data.num_cams)
+    load_model_weights(model, cfg, cfg.TEST.WEIGHT, "TEST.WEIGHT")
+    return data, model.to(device)
 
 
 def write_results(output_dir: str, results: Mapping[str, Any], name: str) -> str:

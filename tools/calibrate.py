@@ -521,26 +521,21 @@ def features_of_model(args) -> Tuple[Dict[str, Any], Dict[str, Any], Any]:
     from processor.cli import RunContext
 
     with RunContext(args.config_file, args.opts, "calibrate.log", overrides=["MODEL.PRETRAIN_CHOICE", "none"]) as ctx:
-        from datasets import make_dataloader
-        from model import build_model
-        from model.backbones.weights import check_path
-        from model.checkpointer import load_model_weights
-        from processor.inference import evaluate_test_sets
+        from processor.evaluation import Evaluator, data_and_trained_model
         from utils.misc import resolve_amp
 
         cfg, device = ctx.cfg, ctx.device
-        check_path(cfg.TEST.WEIGHT, "TEST.WEIGHT")  # before the data are prepared
-        data = make_dataloader(cfg)
+        data, model = data_and_trained_model(cfg, device)
         names = [t.name for t in data.test_sets]
         name = args.dataset or names[0]
         if name not in names:
             raise UsageError(f"--dataset {name} is not one of the test sets DATASETS.TEST_NAMES = {names}")
         test_set = data.test_sets[names.index(name)]
-        model = build_model(cfg, data.num_classes, data.num_cams)
-        load_model_weights(model, cfg, cfg.TEST.WEIGHT, "TEST.WEIGHT")
-        model.to(device)
-        (_, metrics, (feats, pids, camids)), = evaluate_test_sets(cfg, model, [test_set], device,
-                                                                   resolve_amp(cfg.SOLVER.AMP, device))
+        kept = {}
+        evaluation = Evaluator(cfg, [test_set], device, resolve_amp(cfg.SOLVER.AMP, device)).evaluate(
+            model, label="calibrate", on_features=lambda _, features: kept.update(features=features))
+        feats, pids, camids = kept["features"]
+        metrics = evaluation.metrics
         nq = test_set.num_query
         features = {"qf": feats[:nq], "gf": feats[nq:], "query_pids": pids[:nq].numpy(),
                     "gallery_pids": pids[nq:].numpy(), "query_camids": camids[:nq].numpy(),
