@@ -9,7 +9,8 @@ Reading, each with errors that name the config key or option and the file:
 ==================================  ============================================================================
 training resume (``--resume``)      :meth:`Checkpointer.resume_state`: the newest usable checkpoint, refused
                                     before anything is loaded when it is not of this run's model
-                                    (:func:`refuse_other_model`)
+                                    (:func:`refuse_other_model`); a resume under another training config is
+                                    one warning naming each key (:func:`warn_resume_differences`)
 ``TEST.WEIGHT`` (test_net)          :func:`load_model_weights` into a model built from the config
 ``MODEL.PRETRAIN_CHOICE self``      :func:`load_model_weights` with ``fine_tune``: the ID classifiers and a camera
                                     embedding of another size are re-made (``model.build.build_model``)
@@ -23,7 +24,7 @@ dict (no stored config) loads when its tensor names and shapes fit.
 """
 import logging
 import os
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 import yaml
@@ -40,6 +41,12 @@ logger = logging.getLogger(__name__)
 
 # The config keys that decide what a checkpoint's tensors mean (the spec fields marked as architecture).
 ARCHITECTURE_KEYS = architecture_keys()
+# Keys that say where a run reads and writes, how fast it computes, and how it is logged and evaluated, not what
+# it trains (a key covers its whole section): resuming under other values of these is no different run.
+NOT_TRAINING_KEYS = ("OUTPUT_DIR", "DATASETS.ROOT_DIR", "DATASETS.CSV_DIR", "DATASETS.TEST_NAMES", "MODEL.DEVICE",
+                     "MODEL.PRETRAIN_CHOICE", "MODEL.PRETRAIN_PATH", "MODEL.CNN.PRETRAIN_PATH",
+                     "MODEL.TRANSFORMER.PRETRAIN_PATH", "MODEL.GRAD_CHECKPOINT", "MODEL.CHANNELS_LAST", "MODEL.COMPILE",
+                     "SOLVER.CHECKPOINT_PERIOD", "SOLVER.EVAL_PERIOD", "SOLVER.LOG_PERIOD", "SOLVER.BEST_METRIC", "TEST")
 # Where a FusionReID checkpoint keeps the model's state dict (train_net.py: 'model').
 MODEL_CONTAINERS = ("model", "state_dict")
 # The tensors sized by the training data: re-made when fine-tuning on other data.
@@ -54,17 +61,52 @@ def _plain(value: Any) -> Any:
     return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-def architecture_differences(stored_config: str, cfg: Mapping[str, Any]) -> List[str]:
-    """``'KEY: <checkpoint's value> in the checkpoint, <ours> here'`` for every :data:`ARCHITECTURE_KEYS` entry that
-    differs between a checkpoint's stored config (the YAML text train_net.py saves) and ``cfg``. Keys the stored
-    config does not have (older checkpoints) are not compared."""
+def stored_differences(stored_config: str, cfg: Mapping[str, Any], keys: Iterable[str]
+                       ) -> Tuple[List[str], List[str]]:
+    """``(differences, absent)`` of ``keys`` between a checkpoint's stored config (the YAML text train_net.py saves)
+    and ``cfg``: ``'KEY: <theirs> in the checkpoint, <ours> here'`` for each key that differs, and the keys the
+    stored config does not have (a checkpoint of an older version)."""
     stored = yaml.safe_load(stored_config) or {}
-    diffs = []
-    for key in ARCHITECTURE_KEYS:
+    diffs, absent = [], []
+    for key in keys:
         theirs, ours = get_dotted(stored, key, _ABSENT), get_dotted(cfg, key)
-        if theirs is not _ABSENT and _plain(theirs) != _plain(ours):
+        if theirs is _ABSENT:
+            absent.append(key)
+        elif _plain(theirs) != _plain(ours):
             diffs.append(f"{key}: {_plain(theirs)!r} in the checkpoint, {_plain(ours)!r} here")
-    return diffs
+    return diffs, absent
+
+
+def architecture_differences(stored_config: str, cfg: Mapping[str, Any]) -> List[str]:
+    """The :func:`stored_differences` of :data:`ARCHITECTURE_KEYS`; keys an older checkpoint's config does not
+    have are not compared."""
+    return stored_differences(stored_config, cfg, ARCHITECTURE_KEYS)[0]
+
+
+def training_keys(cfg: Mapping[str, Any], prefix: str = "") -> List[str]:
+    """The dotted keys of ``cfg`` that shape training beyond the architecture: every key but
+    :data:`ARCHITECTURE_KEYS` and :data:`NOT_TRAINING_KEYS`."""
+    keys = []
+    for name, value in cfg.items():
+        key = prefix + name
+        if any(key == k or key.startswith(k + ".") for k in NOT_TRAINING_KEYS) or key in ARCHITECTURE_KEYS:
+            continue
+        keys.extend(training_keys(value, key + ".") if isinstance(value, Mapping) else [key])
+    return keys
+
+
+def warn_resume_differences(stored_config: Optional[str], cfg: Mapping[str, Any], path: str) -> None:
+    """One warning when the run resumed from ``path`` goes on under another training config than the one that
+    wrote it (each differing key with both values), and one naming the keys the checkpoint's config predates."""
+    if not stored_config:
+        return
+    diffs, absent = stored_differences(stored_config, cfg, training_keys(cfg))
+    if diffs:
+        logger.warning("--resume: %s was trained under another config; the rest of the run follows this one (%s)",
+                       path, "; ".join(diffs))
+    if absent:
+        logger.warning("--resume: %s predates %s; this config's values are used (%s)", path, ", ".join(absent),
+                       "; ".join(f"{k} {_plain(get_dotted(cfg, k))!r}" for k in absent))
 
 
 def refuse_other_model(ckpt: Mapping[str, Any], cfg: Mapping[str, Any], model: torch.nn.Module, path: str) -> None:
@@ -196,5 +238,6 @@ class Checkpointer:
         else:
             ckpt = load_checkpoint(path, key="resume checkpoint")
         refuse_other_model(ckpt, cfg, model, path)
+        warn_resume_differences(ckpt.get("config") if isinstance(ckpt.get("config"), str) else None, cfg, path)
         load_checked(model, strip_prefix(ckpt["model"]), "--resume", path, "a checkpoint of this model")
         return path, ckpt

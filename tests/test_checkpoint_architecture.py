@@ -4,10 +4,14 @@
 keys being compared, a ``seu_mfu`` checkpoint was evaluated as ``mfu_seu`` with exit 0 and no word. Now
 ``TEST.WEIGHT``, ``MODEL.PRETRAIN_CHOICE self`` and ``--resume`` refuse a checkpoint trained with another
 architecture in one line naming every differing key with both values; ``--resume`` also refuses another number of
-identities or cameras, before loading anything; a bare state dict loads as before.
+identities or cameras, before loading anything; a bare state dict loads as before. A resume under another training
+config (or of a checkpoint older than some keys) goes on with one warning naming each key.
 """
+import logging
+
 import pytest
 import torch
+import yaml
 
 from helpers import tiny_cfg
 from loss import build_loss
@@ -103,12 +107,48 @@ def test_resume_over_another_model_is_refused_before_loading(saved, overrides, i
     assert trainer.start_epoch == 1
 
 
-def test_resume_of_the_same_model_still_works(saved):
+def _resume_warnings(trainer, path, caplog):
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        trainer.resume(str(path))
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_resume_of_the_same_model_still_works(saved, caplog):
     full, _, state = saved
     trainer = _trainer(tiny_cfg("OUTPUT_DIR", ""))
-    trainer.resume(str(full))
+    assert _resume_warnings(trainer, full, caplog) == []
     assert trainer.start_epoch == 2
     assert all(torch.equal(v, state[k]) for k, v in trainer.model.state_dict().items())
+
+
+def test_resume_under_another_training_config_names_each_key(saved, caplog):
+    """Resuming goes on under the new config, in one warning naming every training key that changed with both
+    values; where the run is placed, how fast it computes and how it is evaluated are not training."""
+    full, _, _ = saved
+    base = tiny_cfg()
+    trainer = _trainer(tiny_cfg("OUTPUT_DIR", "", "SOLVER.BASE_LR", str(base.SOLVER.BASE_LR * 2), "SOLVER.MAX_EPOCHS",
+                                "60", "TEST.FEAT", "cnn", "SOLVER.EVAL_PERIOD", "5", "MODEL.GRAD_CHECKPOINT", "True"))
+    warnings = _resume_warnings(trainer, full, caplog)
+    assert len(warnings) == 1 and str(full) in warnings[0]
+    named = warnings[0][warnings[0].index("(") + 1:-1].split("; ")
+    assert named == [f"SOLVER.MAX_EPOCHS: {base.SOLVER.MAX_EPOCHS} in the checkpoint, 60 here",
+                     f"SOLVER.BASE_LR: {base.SOLVER.BASE_LR!r} in the checkpoint, {base.SOLVER.BASE_LR * 2!r} here"]
+    assert trainer.start_epoch == 2
+
+
+def test_resume_of_an_older_checkpoint_names_the_keys_it_predates(saved, tmp_path, caplog):
+    """A checkpoint written before SOLVER.SCHEDULE existed resumes under this config's schedule, and says so."""
+    full, _, _ = saved
+    ckpt = torch.load(full, map_location="cpu", weights_only=False)
+    stored = yaml.safe_load(ckpt["config"])
+    del stored["SOLVER"]["SCHEDULE"], stored["SOLVER"]["BEST_METRIC"]  # BEST_METRIC: evaluation, not training
+    old = tmp_path / "checkpoint_epoch1.pth"
+    torch.save(dict(ckpt, config=yaml.safe_dump(stored)), old)
+    trainer = _trainer(tiny_cfg("OUTPUT_DIR", ""))
+    assert _resume_warnings(trainer, old, caplog) == [
+        f"--resume: {old} predates SOLVER.SCHEDULE; this config's values are used (SOLVER.SCHEDULE 'release')"]
+    assert trainer.start_epoch == 2
 
 
 # ----------------------------------------------------------------------------- a failed run leaves OUTPUT_DIR alone
