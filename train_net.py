@@ -43,7 +43,7 @@ def main(argv=None, builders=Builders(), callbacks=()):
         # config.yaml and the TensorBoard file are written after, so a refused run leaves them as they were.
         trainer = build_trainer(ctx.cfg, ctx.device, builders, callbacks)
         trainer.set_command(command_line(argv, __file__))
-        if args.resume and trainer.resume_last(ctx.cfg.OUTPUT_DIR) is None:
+        if args.resume and trainer.resume_last() is None:
             logger.warning("--resume: no checkpoint in %s, starting from scratch", ctx.cfg.OUTPUT_DIR)
         ctx.save_config()
         return trainer.train()

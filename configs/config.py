@@ -240,10 +240,7 @@ def _check_values(cfg, source):
         if repeated:
             fail(key, f"= {names!r} names {', '.join(map(repr, repeated))} more than once")
     for key in ("INPUT.SIZE_TRAIN", "INPUT.SIZE_TEST", "MODEL.TRANSFORMER.STRIDE_SIZE", "DATASETS.SYNTHETIC.IMAGE_SIZE"):
-        sec, *rest = key.split(".")
-        node = cfg[sec]
-        for part in rest:
-            node = node[part]
+        node = get_dotted(cfg, key)
         if len(node) != 2 or any((not isinstance(v, int)) or v <= 0 for v in node):
             fail(key, f"must be two positive integers [height, width], got {list(node)}")
     if not cfg.MODEL.CNN.NAME and not cfg.MODEL.TRANSFORMER.NAME:

@@ -29,6 +29,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 import torch
 import yaml
 
+from configs.config import iter_keys
 from utils.checkpoint import (TRAINING_KEYS, CheckpointError, atomic_torch_save, load_checkpoint,
                               load_last_checkpoint, save_checkpoint)
 from utils.dotted import get_dotted
@@ -53,12 +54,26 @@ MODEL_CONTAINERS = ("model", "state_dict")
 CLASSIFIER_SUFFIX, CAMERA_EMBEDDING = "classifier.weight", "transformer.sie_embed"
 
 
+def dataset_sized(name: str) -> Optional[str]:
+    """What sizes the tensor ``name`` of a FusionReID state dict when it is sized by the training data:
+    'identities' (an ID classifier's weight), 'cameras' (the camera embedding); None for any other."""
+    if name.startswith("heads.") and name.endswith("." + CLASSIFIER_SUFFIX):
+        return "identities"
+    return "cameras" if name == CAMERA_EMBEDDING else None
+
+
 # ----------------------------------------------------------------------------- the architecture check
 _ABSENT = object()  # a key an older checkpoint's config does not have
 
 
 def _plain(value: Any) -> Any:
     return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def stored_config(raw: Any) -> Optional[str]:
+    """The config YAML train_net.py stores in its checkpoints; None for a bare state dict or other file."""
+    config = raw.get("config") if isinstance(raw, dict) else None
+    return config if isinstance(config, str) else None
 
 
 def stored_differences(stored_config: str, cfg: Mapping[str, Any], keys: Iterable[str]
@@ -83,16 +98,11 @@ def architecture_differences(stored_config: str, cfg: Mapping[str, Any]) -> List
     return stored_differences(stored_config, cfg, ARCHITECTURE_KEYS)[0]
 
 
-def training_keys(cfg: Mapping[str, Any], prefix: str = "") -> List[str]:
+def training_keys(cfg: Mapping[str, Any]) -> List[str]:
     """The dotted keys of ``cfg`` that shape training beyond the architecture: every key but
     :data:`ARCHITECTURE_KEYS` and :data:`NOT_TRAINING_KEYS`."""
-    keys = []
-    for name, value in cfg.items():
-        key = prefix + name
-        if any(key == k or key.startswith(k + ".") for k in NOT_TRAINING_KEYS) or key in ARCHITECTURE_KEYS:
-            continue
-        keys.extend(training_keys(value, key + ".") if isinstance(value, Mapping) else [key])
-    return keys
+    return [key for key in iter_keys(cfg) if key not in ARCHITECTURE_KEYS
+            and not any(key == k or key.startswith(k + ".") for k in NOT_TRAINING_KEYS)]
 
 
 def warn_resume_differences(stored_config: Optional[str], cfg: Mapping[str, Any], path: str) -> None:
@@ -117,10 +127,11 @@ def refuse_other_model(ckpt: Mapping[str, Any], cfg: Mapping[str, Any], model: t
     missing = [k for k in TRAINING_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path} is not a training checkpoint (no {', '.join(missing)}); cannot resume")
-    problems = architecture_differences(ckpt["config"], cfg) if isinstance(ckpt.get("config"), str) else []
+    config = stored_config(ckpt)
+    problems = architecture_differences(config, cfg) if config else []
     own, state = model.state_dict(), strip_prefix(ckpt["model"])
-    for suffix, what in ((CLASSIFIER_SUFFIX, "identities"), (CAMERA_EMBEDDING, "cameras")):
-        names = [k for k in own if k.endswith(suffix) and k in state and state[k].shape[0] != own[k].shape[0]]
+    for what in ("identities", "cameras"):
+        names = [k for k in own if dataset_sized(k) == what and k in state and state[k].shape[0] != own[k].shape[0]]
         if names:
             problems.append(f"{state[names[0]].shape[0]} {what} in the checkpoint, {own[names[0]].shape[0]} in this "
                             f"run's data")
@@ -134,14 +145,14 @@ def read_model_file(path: str, key: str) -> Tuple[Dict[str, torch.Tensor], Optio
     """``(model state dict, stored config YAML or None)`` of a train_net.py checkpoint or a bare state dict at
     ``path`` (``module.`` prefixes stripped), read once. ``key`` names the option in errors."""
     raw = read_weight_file(path, key)
-    config = raw.get("config") if isinstance(raw, dict) and isinstance(raw.get("config"), str) else None
+    config = stored_config(raw)
     return strip_prefix(unwrap_state_dict(raw, path, key, containers=MODEL_CONTAINERS)), config
 
 
 def model_sizes(state: Mapping[str, torch.Tensor], path: str, key: str) -> Tuple[int, Optional[int]]:
     """``(num_classes, num_cams)`` of a FusionReID state dict, from its tensors' shapes; ``num_cams`` is None
     without a camera embedding."""
-    classifiers = sorted(k for k in state if k.startswith("heads.") and k.endswith("." + CLASSIFIER_SUFFIX))
+    classifiers = sorted(k for k in state if dataset_sized(k) == "identities")
     if not classifiers:
         raise WeightsError(f"{key}: {path} has no heads.*.{CLASSIFIER_SUFFIX}: not a FusionReID checkpoint")
     sie = state.get(CAMERA_EMBEDDING)
@@ -168,12 +179,14 @@ def load_model_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
     match exactly (a ``WeightsError`` naming ``key`` otherwise).
     """
     own, state = model.state_dict(), dict(state)
-    dataset_layers = [k for k in state if k in own and state[k].shape != own[k].shape and (
-        (k.startswith("heads.") and k.endswith(CLASSIFIER_SUFFIX)) or (fine_tune and k == CAMERA_EMBEDDING))]
+    remakeable = ("identities", "cameras") if fine_tune else ("identities",)
+    dataset_layers = [k for k in state
+                      if k in own and state[k].shape != own[k].shape and dataset_sized(k) in remakeable]
     remade = {}
     for k in dataset_layers:
         old, new = state.pop(k).shape[0], own[k].shape[0]
-        what, unit = ("camera embedding", "cameras") if k == CAMERA_EMBEDDING else ("ID classifiers", "identities")
+        unit = dataset_sized(k)
+        what = "camera embedding" if unit == "cameras" else "ID classifiers"
         remade[what] = f"{what} ({old} -> {new} {unit})"
     load_checked(model, state, key, path, "a checkpoint of this architecture", ignore_missing=dataset_layers)
     if remade:  # expected when fine-tuning; worth a warning when evaluating a checkpoint of another dataset
@@ -238,6 +251,6 @@ class Checkpointer:
         else:
             ckpt = load_checkpoint(path, key="resume checkpoint")
         refuse_other_model(ckpt, cfg, model, path)
-        warn_resume_differences(ckpt.get("config") if isinstance(ckpt.get("config"), str) else None, cfg, path)
+        warn_resume_differences(stored_config(ckpt), cfg, path)
         load_checked(model, strip_prefix(ckpt["model"]), "--resume", path, "a checkpoint of this model")
         return path, ckpt

@@ -49,10 +49,10 @@ class FusionReID(nn.Module):
         self.cnn: Optional[Backbone] = None
         self.transformer: Optional[Backbone] = None
         if spec.cnn:
-            self.cnn = build_backbone("cnn", spec.cnn.name, **spec.cnn.options.as_dict())
+            self.cnn = build_backbone(spec.cnn.kind, spec.cnn.name, **spec.cnn.options.as_dict())
             self.pool_cnn = build_pooling(spec.cnn_pooling, spec.gem_p)  # f^_c = GeMP(X_c): no class token
         if spec.transformer:
-            self.transformer = build_backbone("transformer", spec.transformer.name,
+            self.transformer = build_backbone(spec.transformer.kind, spec.transformer.name,
                                               **spec.transformer.options.as_dict())
         dims = OrderedDict((branch, backbone.out_dim) for branch, backbone in self.backbones().items())
         self.lru = nn.ModuleDict()
@@ -68,7 +68,6 @@ class FusionReID(nn.Module):
             for _ in range(fusion.htm_layers))
         if fusion.htm_layers:
             dims["htm_cnn"] = dims["htm_transformer"] = fusion.dim
-        self.fusion_init = fusion.init
         init_fusion_weights(self.lru, fusion.init)  # MODEL.FUSION.INIT
         init_fusion_weights(self.htm, fusion.init)
 
@@ -76,7 +75,6 @@ class FusionReID(nn.Module):
         self.heads = nn.ModuleDict({n: BNNeckHead(d, spec.num_classes) for n, d in self.feature_dims.items()})
         retrieval.names(self.feature_dims)  # TEST.FEAT must name a feature of this model
         self.retrieval = retrieval
-        self.num_classes = spec.num_classes
         self.grad_checkpointing = False
         if spec.freeze_gradient_free:
             self.freeze_gradient_free()
@@ -90,6 +88,11 @@ class FusionReID(nn.Module):
                               f"{list(cfg.INPUT.SIZE_TRAIN)}: the Transformer's position embedding is built for "
                               f"one size")
         return cls(ModelSpec.from_config(cfg, num_classes, num_cams), RetrievalPolicy.from_config(cfg))
+
+    @property
+    def fusion_init(self) -> str:
+        """MODEL.FUSION.INIT: how the LRU and HTM weights were initialised."""
+        return self.spec.fusion.init
 
     @property
     def flip(self) -> bool:

@@ -195,6 +195,7 @@ class Trainer:
         self.optimizer = optimizer
         self.scheduler = scheduler
         self._check_optimizer_holds_loss_params()
+        self.clipped_params = list(model.parameters()) + self.loss_params  # SOLVER.GRAD_CLIP's norm spans both
         self.train_loader = train_loader
         self.test_sets = tuple(test_sets or (TestSet(cfg.DATASETS.TEST_NAMES[0], val_loader, num_query, 0),))
         self.device = device
@@ -287,16 +288,14 @@ class Trainer:
             state["callbacks"] = callbacks
         return state
 
-    def resume_last(self, output_dir: Optional[str] = None) -> Optional[str]:
-        """Continue from the newest usable checkpoint of ``output_dir`` (default OUTPUT_DIR).
+    def resume_last(self) -> Optional[str]:
+        """Continue from the newest usable checkpoint of OUTPUT_DIR.
 
         See ``utils.checkpoint.load_last_checkpoint``: a missing or unreadable ``last_checkpoint``
         target falls back to the newest loadable checkpoint with a warning. Returns its path, or
         ``None`` (nothing resumed) when the folder holds no checkpoint file.
         """
-        checkpointer = self.checkpointer if output_dir in (None, self.checkpointer.output_dir) \
-            else Checkpointer(output_dir)
-        found = checkpointer.resume_state(self.cfg, self.model)
+        found = self.checkpointer.resume_state(self.cfg, self.model)
         if found is None:
             return None
         self._restore(*found)
@@ -440,7 +439,7 @@ class Trainer:
         _all_reduce_grads(self.loss_params)
         if self.cfg.SOLVER.GRAD_CLIP > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(list(self.model.parameters()) + self.loss_params, self.cfg.SOLVER.GRAD_CLIP)
+            torch.nn.utils.clip_grad_norm_(self.clipped_params, self.cfg.SOLVER.GRAD_CLIP)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         term_values = OrderedDict(zip(terms, values[1:len(terms) + 1].tolist()))
@@ -471,7 +470,7 @@ class Trainer:
 
     def save(self, epoch: int) -> None:
         """The checkpoint of ``epoch`` (rank 0), atomically; other ranks wait for it."""
-        if is_main_process():
+        if is_main_process() and self.checkpointer.output_dir:  # no state gathered for a run that writes nothing
             self.checkpointer.save(epoch, self.state_dict(epoch))
         if is_dist():
             dist.barrier()

@@ -84,6 +84,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from utils.checkpoint import atomic_write_text  # noqa: E402
 from utils.cli import ConfigArgumentParser  # noqa: E402
 from utils.errors import UsageError, cli_entry  # noqa: E402
 
@@ -610,10 +611,7 @@ def main(argv=None) -> Dict[str, Any]:
     result.update(calibrate(scores, far))
     result["figure"] = figure
     plot_calibration(scores, result, figure)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     print(report(result))
     print(f"written: {out}, {figure}")
     if args.write_to:
@@ -625,7 +623,7 @@ def write_to_export(path: str, metadata: Dict[str, Any], result: Dict[str, Any])
     """The recommended threshold into the export's metadata (``recommended_threshold``); refused when the
     requested FAR is unreachable. A warning when the export was made from another checkpoint than the one
     calibrated (model mode: SHA-256 of TEST.WEIGHT against the export's provenance)."""
-    from tools.export import write_threshold
+    from tracking.exported import write_threshold
 
     requested = result["requested_far"]
     if requested["threshold"] is None:

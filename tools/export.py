@@ -63,6 +63,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tracking.exported import (COLOUR_ORDERS, METADATA_VERSION, ExportedExtractor,  # noqa: E402, F401
                                write_metadata, write_threshold)
 from utils.cli import ConfigArgumentParser  # noqa: E402
+from utils.dotted import get_dotted  # noqa: E402
 from utils.errors import FusionReIDError, UsageError, cli_entry  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -315,6 +316,8 @@ def provenance_record(cfg, argv) -> Dict[str, Any]:
 def build_metadata(args: argparse.Namespace, cfg, module: ExportedReID, argv) -> Dict[str, Any]:
     """What a caller of the exported file needs (docs/EXPORT.md, "Metadata"); ``provenance.parity`` is
     added once the file is verified."""
+    from model.retrieval import RetrievalPolicy
+
     h, w = (int(v) for v in cfg.INPUT.SIZE_TEST)
     baked = module.bake_colour is not None
     images = {"name": "images", "dtype": "uint8" if baked else "float32", "layout": "NHWC" if baked else "NCHW",
@@ -340,8 +343,7 @@ def build_metadata(args: argparse.Namespace, cfg, module: ExportedReID, argv) ->
         "output_dim": int(module.model.test_dim),
         "l2_normalised": bool(args.l2_normalize or cfg.TEST.FEAT_NORM),
         "l2_normalize_in_graph": bool(args.l2_normalize),
-        "feature": {key: cfg.TEST[key.split(".")[1]] for key in
-                    ("TEST.FEAT", "TEST.NECK_FEAT", "TEST.FEAT_NORM", "TEST.PART_NORM", "TEST.FLIP")},
+        "feature": {key: get_dotted(cfg, key) for key in RetrievalPolicy.config_keys().values()},
         "metric": cfg.TEST.METRIC,
         "num_cams": module.unknown_cam,
         "unknown_camera": -1 if module.uses_cameras else None,

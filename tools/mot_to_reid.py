@@ -39,7 +39,6 @@ import argparse
 import collections
 import configparser
 import csv
-import hashlib
 import logging
 import os
 import shutil
@@ -56,6 +55,7 @@ from datasets.csv_dataset import csv_file_name, write_csv_split  # noqa: E402
 from datasets.errors import DatasetError  # noqa: E402
 from datasets.image_io import read_image  # noqa: E402
 from utils.errors import UsageError, cli_entry  # noqa: E402
+from utils.protocol import sha256_file  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,6 @@ class Filters(NamedTuple):
     min_inside: float
     frame_stride: int
     max_crops: int               # per track; 0 = no limit
-    min_crops: int               # per identity
 
 
 # ----------------------------------------------------------------------------------------------- options
@@ -336,15 +335,14 @@ def _segment_of(box: Box, track_boxes: Sequence[Box]) -> int:
     return 0 if box.frame <= middle else 1
 
 
-def plan_dataset(tracks: Dict[Tuple[int, int], List[Box]], cameras: Sequence[int], global_ids: bool,
-                 args: argparse.Namespace) -> Plan:
+def plan_dataset(tracks: Dict[Tuple[int, int], List[Box]], cameras: Sequence[int], args: argparse.Namespace) -> Plan:
     """Which crops go to train, query and gallery (no image is read here).
 
     ``tracks``: (sequence index, track id) -> its boxes sorted by frame (filters applied)."""
     counts = collections.Counter()
     by_identity: Dict[object, List[Tuple[int, int]]] = collections.defaultdict(list)
     for key in sorted(tracks):
-        by_identity[key[1] if global_ids else key].append(key)
+        by_identity[key[1] if args.global_ids else key].append(key)
     identity_keys = sorted(by_identity, key=lambda k: min(by_identity[k]))
     kept = []
     for ident in identity_keys:
@@ -551,12 +549,11 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     check_options(args)
     filters = Filters(parse_classes(args.classes), args.min_visibility, args.min_height, args.min_width,
-                      args.min_inside, args.frame_stride, args.max_crops, args.min_crops)
+                      args.min_inside, args.frame_stride, args.max_crops)
     sequences, hashes, duplicates = [], {}, {}
     for folder in find_sequences(args.sequences):
         sequence = read_sequence(folder)
-        with open(sequence.gt_file, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
+        digest = sha256_file(sequence.gt_file)
         if digest in hashes:
             logger.warning("%s: same gt.txt as %s, skipped (MOT17 ships each video once per public detector)",
                            sequence.name, hashes[digest])
@@ -584,7 +581,7 @@ def main(argv=None) -> dict:
             dropped[f"over --max-crops {filters.max_crops} per track"] += len(boxes) - filters.max_crops
             tracks[key] = evenly_spaced(boxes, filters.max_crops)
     try:
-        plan = plan_dataset(tracks, cameras, args.global_ids, args)
+        plan = plan_dataset(tracks, cameras, args)
     except UsageError as err:
         if not dropped:
             raise

@@ -75,6 +75,7 @@ sys.path.insert(0, ROOT)
 from configs import ConfigError, load_cfg  # noqa: E402
 from configs.paper_tables import TABLE1, TABLES, Row  # noqa: E402
 from utils.cli import ConfigArgumentParser  # noqa: E402
+from utils.dotted import get_dotted  # noqa: E402
 from utils.errors import FusionReIDError, UsageError, cli_entry  # noqa: E402
 from utils.output_files import RESULTS_FILE  # noqa: E402
 
@@ -540,10 +541,7 @@ def plot_figure(key, runs, rows, path, opts=(), root=ROOT):
     cfg_key, label = FIGURE_AXES[key]
     xs = []
     for run in runs:
-        node = resolve_run(run, opts, None, root)
-        for part in cfg_key.split("."):
-            node = node[part]
-        xs.append(node)
+        xs.append(get_dotted(resolve_run(run, opts, None, root), cfg_key))
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
     for ax, name, title in ((axes[0], "mAP", "mAP (%)"), (axes[1], "rank1", "Rank-1 (%)")):
         paper = [(x, r[f"paper_{name}"]) for x, r in zip(xs, rows) if r[f"paper_{name}"] is not None]

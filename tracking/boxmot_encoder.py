@@ -112,14 +112,7 @@ class FusionReIDEncoder:
 
         cfg = load_cfg(config, list(opts)) if isinstance(config, str) else config
         extract = FeatureExtractor(cfg, weight, device=device, batch_size=batch_size)
-        extract.camera_ids([camera_id], 1)  # a bad camera id fails here, not at the first frame
-
-        def embed(crops: List[np.ndarray]) -> torch.Tensor:
-            return extract(crops, [camera_id] * len(crops))
-
-        encoder = cls(embed, extract.model.test_dim, array_colour, source=weight or cfg.TEST.WEIGHT)
-        encoder.extractor = extract
-        return encoder
+        return cls._of_extractor(extract, extract.model.test_dim, camera_id, array_colour, weight or cfg.TEST.WEIGHT)
 
     @classmethod
     def from_export(cls, path: str, batch_size: int = 32, camera_id: Optional[int] = None,
@@ -129,14 +122,18 @@ class FusionReIDEncoder:
         from tracking.exported import ExportedExtractor
 
         extract = ExportedExtractor(path, batch_size=batch_size, **runtime)
-        extract.camera_ids([camera_id], 1)
+        return cls._of_extractor(extract, extract.embedding_dim, camera_id, array_colour, path)
+
+    @classmethod
+    def _of_extractor(cls, extract: Any, embedding_dim: int, camera_id: Optional[int], array_colour: str,
+                      source: str) -> "FusionReIDEncoder":
+        """The encoder of an extractor ``(crops, cam_ids) -> features``, every crop from ``camera_id``."""
+        extract.camera_ids([camera_id], 1)  # a bad camera id fails here, not at the first frame
 
         def embed(crops: List[np.ndarray]) -> torch.Tensor:
             return extract(crops, [camera_id] * len(crops))
 
-        encoder = cls(embed, extract.embedding_dim, array_colour, source=path)
-        encoder.extractor = extract
-        return encoder
+        return cls(embed, embedding_dim, array_colour, source=source)
 
     # ------------------------------------------------------------------ boxmot's protocol
     @property

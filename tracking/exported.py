@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from utils.cameras import camera_id_list
+from utils.checkpoint import atomic_write
 from utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -86,27 +87,21 @@ def read_metadata(path: str) -> Dict[str, Any]:
 
 
 def write_metadata(path: str, metadata: Dict[str, Any]) -> None:
-    """Replace the metadata of the exported file at ``path`` (written to a temporary file, then moved)."""
+    """Replace the metadata of the exported file at ``path`` (atomically: ``utils.checkpoint.atomic_write``)."""
     fmt = export_format(path)
     text = json.dumps(metadata, indent=1)
-    partial = f"{path}.partial-{os.getpid()}"
-    try:
-        if fmt == "onnx":
-            import onnx
+    if fmt == "onnx":
+        import onnx
 
-            model = _load_onnx(path)
-            props = {p.key: p.value for p in model.metadata_props if p.key != METADATA_KEY}
-            onnx.helper.set_model_props(model, dict(props, **{METADATA_KEY: text}))
-            onnx.save(model, partial)
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notices
-                loaded = torch.jit.load(path, map_location="cpu")
-                torch.jit.save(loaded, partial, _extra_files={_extra_file_name(): text})
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+        model = _load_onnx(path)
+        props = {p.key: p.value for p in model.metadata_props if p.key != METADATA_KEY}
+        onnx.helper.set_model_props(model, dict(props, **{METADATA_KEY: text}))
+        atomic_write(path, lambda f: f.write(model.SerializeToString()))
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notices
+            loaded = torch.jit.load(path, map_location="cpu")
+            atomic_write(path, lambda f: torch.jit.save(loaded, f, _extra_files={_extra_file_name(): text}))
 
 
 def write_threshold(path: str, value: float, calibration: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
@@ -201,8 +196,7 @@ class ExportedExtractor:
 
     def camera_ids(self, cam_ids: Optional[Sequence[Optional[int]]], n: int) -> torch.Tensor:
         """Camera ids as the graph's ``camids`` takes them (-1: unknown); checked when it has that input."""
-        num_cams = (self.num_cams if self.num_cams is not None else math.inf) if self.uses_cameras else None
-        return torch.tensor(camera_id_list(cam_ids, n, num_cams, "crops"), dtype=torch.long)
+        return torch.tensor(camera_id_list(cam_ids, n, self.num_cams, "crops"), dtype=torch.long)
 
     def __call__(self, crops: Sequence[np.ndarray], cam_ids: Optional[Sequence[Optional[int]]] = None) -> torch.Tensor:
         crops = list(crops)

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 _CKPT_RE = re.compile(r"^checkpoint_epoch(\d+)\.pth$")
 # What a training checkpoint must hold to be resumed from (processor.Trainer.state_dict writes more).
 TRAINING_KEYS = ("model", "optimizer", "scheduler", "epoch")
-# Temporary files of _atomic_write: "." + target name + "." + mkstemp's 8 random characters + ".tmp".
+# Temporary files of atomic_write: "." + target name + "." + mkstemp's 8 random characters + ".tmp".
 _TMP_SUFFIX = ".tmp"
 _TMP_RE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
@@ -56,7 +56,7 @@ def _fsync_dir(folder):
         os.close(fd)
 
 
-def _atomic_write(path, write):
+def atomic_write(path, write):
     """Call ``write(fileobj)`` on a temporary file next to ``path``, then move it onto ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -78,12 +78,12 @@ def _atomic_write(path, write):
 
 def atomic_torch_save(obj, path):
     """``torch.save(obj, path)``, atomically."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_text(path, text):
     """Write ``text`` (UTF-8) to ``path``, atomically."""
-    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def remove_stale_temp_files(folder):
